@@ -47,6 +47,7 @@ export interface PipelineOptions {
 
 /** See {@link pipeline}. */
 export class Pipeline<F = never> implements Policy<F> {
+  declare readonly fallbackType?: F;
   readonly policies: readonly Policy<unknown>[];
   readonly #head: Next;
   readonly #timers: TimerWheel;

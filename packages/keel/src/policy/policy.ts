@@ -114,6 +114,8 @@ export const CALL: Next = {
  * fallback has one).
  */
 export interface Policy<F = never> {
+  /** Type-level only: what the policy may return instead of the function's result. */
+  readonly fallbackType?: F;
   /**
    * Runs `fn` under this policy.
    *
@@ -128,10 +130,11 @@ export interface Policy<F = never> {
 }
 
 /** The fallback type of a policy. */
-export type FallbackOf<P> = P extends Policy<infer F> ? F : never;
+export type FallbackOf<P> = P extends { readonly fallbackType?: infer F } ? F : never;
 
 /** Shared plumbing of every built-in policy. */
 export abstract class BasePolicy<F = never> implements Policy<F> {
+  declare readonly fallbackType?: F;
   protected readonly events: EventSource;
   readonly timers: TimerWheel;
 

@@ -1,5 +1,6 @@
 import {
   BasePolicy,
+  CALL,
   Context,
   EventSource,
   FakeClock,
@@ -11,7 +12,7 @@ import {
   TimerWheel,
   timeout,
 } from 'keel';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 
 /** Records when it is entered and left, to show the order a pipeline runs its layers in. */
 class Tracer extends BasePolicy {
@@ -55,9 +56,12 @@ describe('pipeline', () => {
     const log: string[] = [];
     const inner = pipeline(new Tracer('b', log));
     const outer = new Tracer('a', log);
-    await outer.run(() => log.push('fn'), contextFor(), {
-      run: (fn, context) => inner.run(fn, context, { run: async (f, c) => f(c) }),
-    });
+    const rest: Next = {
+      run<T>(fn: Operation<T>, context: Context): Promise<T> {
+        return inner.run(fn, context, CALL);
+      },
+    };
+    await outer.run(() => log.push('fn'), contextFor(), rest);
     expect(log).toEqual(['a>', 'b>', 'fn', '<b', '<a']);
   });
 
@@ -127,3 +131,12 @@ describe('policyRegistry', () => {
 function contextFor(): Context {
   return Context.from(undefined, new TimerWheel());
 }
+
+describe('pipeline types', () => {
+  it('adds a fallback value type to the result and nothing else', async () => {
+    const plain = pipeline(timeout({ ms: 100 }), timeout({ ms: 50 }));
+    const n: number = await plain.execute(() => 1);
+    expectTypeOf(plain.execute(() => 1)).resolves.toEqualTypeOf<number>();
+    expect(n).toBe(1);
+  });
+});
