@@ -116,7 +116,31 @@ export class BulkheadPolicy extends BasePolicy {
     return this.#queued;
   }
 
-  async run<T>(fn: Operation<T>, context: Context, next: Next): Promise<T> {
+  run<T>(fn: Operation<T>, context: Context, next: Next): Promise<T> {
+    // The common case — a free slot, nobody listening — settles through two shared handlers
+    // instead of an async frame.
+    if (!this.events.active && this.#running < this.maxConcurrent && !context.callerAborted) {
+      this.#running++;
+      return next.run(fn, context).then(this.#passValue, this.#passError) as Promise<T>;
+    }
+    return this.#guardedRun(fn, context, next);
+  }
+
+  readonly #passValue = <T>(value: T): T => {
+    this.#release();
+    return value;
+  };
+
+  readonly #passError = (error: unknown): never => {
+    if (error instanceof TimeoutError && error.work !== undefined) {
+      error.work.then(this.#releaseSlot, this.#releaseSlot);
+    } else {
+      this.#release();
+    }
+    throw error;
+  };
+
+  async #guardedRun<T>(fn: Operation<T>, context: Context, next: Next): Promise<T> {
     if (context.callerAborted) throw new AbortedError(context.parentSignal?.reason);
     if (this.#running < this.maxConcurrent) {
       this.#running++;

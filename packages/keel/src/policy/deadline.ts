@@ -41,6 +41,16 @@ export function runWithDeadline<R, A extends unknown[]>(at: number, fn: (...args
 }
 
 /**
+ * Runs `fn(a, b, c)` with the deadline narrowed to `at`; a fixed arity keeps the hot path of the
+ * timeout policy free of rest-parameter arrays.
+ */
+export function runWithDeadline3<R, A, B, C>(at: number, fn: (a: A, b: B, c: C) => R, a: A, b: B, c: C): R {
+  const current = storage.getStore();
+  if (current !== undefined && current <= at) return fn(a, b, c);
+  return storage.run(at, fn, a, b, c);
+}
+
+/**
  * Runs `fn` with `budgetMs` from now as its deadline, or less when the surrounding deadline ends first.
  *
  * @example

@@ -104,8 +104,14 @@ export interface Next {
 
 /** The end of every chain: calls the guarded function, turning a synchronous throw into a rejection. */
 export const CALL: Next = {
-  async run<T>(fn: Operation<T>, context: Context): Promise<T> {
-    return fn(context);
+  run<T>(fn: Operation<T>, context: Context): Promise<T> {
+    // Not an async function: a native promise from `fn` passes through without another wrapper.
+    try {
+      const result = fn(context);
+      return result instanceof Promise ? result : Promise.resolve(result);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   },
 };
 

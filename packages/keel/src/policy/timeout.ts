@@ -1,10 +1,17 @@
 /**
  * Deadlines and timeouts. The effective deadline is the earlier of this policy's budget and the one
- * already in async context, so a nested call never outlives its request; an attempt with less than
- * `minRemainingMs` left is not started at all. The guarded function gets a signal that aborts at the
- * deadline (cooperative), and the call is rejected at the deadline even if the function ignores the
- * signal (the hard ceiling). The abandoned work stays visible on `TimeoutError.work` so capacity
- * policies keep their slot until it really ends.
+ * the call already has, so a nested call never outlives its request; an attempt with less than
+ * `minRemainingMs` left is not started at all. The guarded function gets the deadline and a signal
+ * that aborts at it (cooperative), and the call is rejected at the deadline even if the function
+ * ignores the signal (the hard ceiling). The abandoned work stays visible on `TimeoutError.work` so
+ * capacity policies keep their slot until it really ends.
+ *
+ * Two factories, one policy:
+ * - `timeout()` bounds one call. The function receives the narrowed deadline in its context; code
+ *   that does not receive the context still sees the surrounding budget.
+ * - `deadline()` is a budget for a unit of work — a request, a job, a multi-step operation. It also
+ *   writes the deadline to async context, so every nested call inherits it without being passed it
+ *   (one `AsyncLocalStorage.run` per call, ~150 ns: cheap per request, measurable per attempt).
  *
  * Answers: cascading failures — a slow dependency holds every caller until they all time out.
  *
@@ -13,7 +20,7 @@
 import { AbortedError } from '../errors/keel-error.ts';
 import { DeadlineExceededError, TimeoutError } from '../errors/policy-errors.ts';
 import type { Clock } from './clock.ts';
-import { runWithDeadline } from './deadline.ts';
+import { runWithDeadline3 } from './deadline.ts';
 import { type CommonOptions, checkNumber, resolveTime } from './options.ts';
 import { BasePolicy, type Context, type Next, type Operation } from './policy.ts';
 import { EventSource } from './telemetry.ts';
@@ -29,8 +36,9 @@ export interface TimeoutOptions extends CommonOptions {
    */
   minRemainingMs?: number;
   /**
-   * Whether nested calls inside the function see this deadline through async context.
-   * @default true
+   * Whether nested calls inside the function see this deadline through async context, beside the
+   * function's own context argument.
+   * @default false for `timeout()`, true for `deadline()`
    */
   propagate?: boolean;
 }
@@ -99,7 +107,7 @@ export class TimeoutPolicy extends BasePolicy {
     super(new EventSource('timeout', options.name ?? 'timeout', options.telemetry), timers);
     this.ms = checkNumber('ms', options.ms, 0, true);
     this.minRemainingMs = checkNumber('minRemainingMs', options.minRemainingMs ?? 1);
-    this.propagate = options.propagate ?? true;
+    this.propagate = options.propagate ?? false;
     this.clock = clock;
   }
 
@@ -119,7 +127,7 @@ export class TimeoutPolicy extends BasePolicy {
     if (remaining === Number.POSITIVE_INFINITY) return next.run(fn, inner);
     const call = new TimedCall<T>(this, now, remaining);
     this.timers.schedule(call, deadline);
-    call.watch(this.propagate ? runWithDeadline(deadline, callNext, next, fn, inner) : next.run(fn, inner));
+    call.watch(this.propagate ? runWithDeadline3(deadline, callNext, next, fn, inner) : next.run(fn, inner));
     return call.promise;
   }
 
@@ -169,4 +177,24 @@ function callNext<T>(next: Next, fn: Operation<T>, context: Context): Promise<T>
  */
 export function timeout(options: TimeoutOptions | number): TimeoutPolicy {
   return new TimeoutPolicy(typeof options === 'number' ? { ms: options } : options);
+}
+
+/**
+ * A time budget for a unit of work that every nested call inherits through async context: a nested
+ * `timeout()`, `remainingMs()` for a statement timeout, `deadlineHeaderValue()` for a downstream
+ * request all see what is left.
+ *
+ * @example
+ * const job = deadline({ ms: 30_000 });
+ * await job.execute(async () => {
+ *   await db.query({ text: sql, statement_timeout: remainingMs() }); // at most what is left of 30 s
+ * });
+ */
+export function deadline(options: TimeoutOptions | number): TimeoutPolicy {
+  const resolved = typeof options === 'number' ? { ms: options } : options;
+  return new TimeoutPolicy({
+    ...resolved,
+    propagate: resolved.propagate ?? true,
+    name: resolved.name ?? 'deadline',
+  });
 }

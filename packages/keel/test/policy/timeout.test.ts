@@ -1,6 +1,7 @@
 import {
   currentDeadline,
   DeadlineExceededError,
+  deadline,
   FakeClock,
   isRejection,
   type PolicyEvent,
@@ -70,14 +71,33 @@ describe('timeout', () => {
     expect(await caught).toBeInstanceOf(TimeoutError);
   });
 
-  it('lets nested calls see the remaining budget through async context', async () => {
-    const { clock, policy } = setup(1_000);
-    const seen = await policy.execute(async () => {
+  it('lets nested calls see the remaining budget through async context with deadline()', async () => {
+    const clock = new FakeClock();
+    const timers = new TimerWheel({ clock, resolutionMs: 1 });
+    const budget = deadline({ ms: 1_000, timers });
+    const seen = await budget.execute(async () => {
       await clock.advanceAsync(300);
       return remainingMs(clock);
     });
     expect(seen).toBe(700);
     expect(currentDeadline()).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  it('hands a timeout its deadline through the context and leaves async context to the caller', async () => {
+    const { clock, policy } = setup(1_000);
+    const seen = await runWithDeadline(clock.now() + 5_000, () =>
+      policy.execute(({ deadline: own }) => ({ own, ambient: remainingMs(clock) })),
+    );
+    expect(seen).toEqual({ own: 1_000, ambient: 5_000 });
+  });
+
+  it('lets a nested policy inherit a deadline() budget without being passed the context', async () => {
+    const clock = new FakeClock();
+    const timers = new TimerWheel({ clock, resolutionMs: 1 });
+    const outer = deadline({ ms: 300, timers });
+    const inner = timeout({ ms: 10_000, timers });
+    const seen = await outer.execute(() => inner.execute(({ deadline: d }) => d - clock.now()));
+    expect(seen).toBe(300);
   });
 
   it('narrows to the surrounding deadline and never widens it', async () => {
