@@ -10,6 +10,7 @@
  * @module
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { InvalidOptionError } from '../errors/keel-error.ts';
 import { checkFunction, checkInteger, checkOneOf } from '../policy/options.ts';
 import {
   IdempotencyKeyInFlightError,
@@ -19,7 +20,7 @@ import {
   IdempotencyPayloadError,
   IdempotencySupersededError,
 } from './errors.ts';
-import { fingerprint, scopedKey } from './fingerprint.ts';
+import { canonicalJson, scopedKey } from './fingerprint.ts';
 import { validateIdempotencyKey } from './key.ts';
 import {
   type IdempotencyRecord,
@@ -141,7 +142,7 @@ export class IdempotencyEngine {
     this.leaseMs = checkInteger('leaseMs', options.leaseMs ?? DEFAULTS.leaseMs, 10);
     this.retentionMs = checkInteger('retentionMs', options.retentionMs ?? DEFAULTS.retentionMs, 1);
     if (this.retentionMs < this.leaseMs) {
-      throw new IdempotencyConfigError('retentionMs', `must be at least leaseMs (${this.leaseMs})`);
+      throw new InvalidOptionError('retentionMs', `must be at least leaseMs (${this.leaseMs})`);
     }
     this.#shouldStore = checkFunction('shouldStore', options.shouldStore ?? DEFAULTS.shouldStore);
     this.#replayHeaders = new Set(
@@ -206,7 +207,7 @@ export class IdempotencyEngine {
       const takeover: IdempotencyRecord = {
         ...existing,
         token: randomUUID(),
-        leaseUntil: now + this.leaseMs,
+        ...renewedLease(existing, now + this.leaseMs),
         updatedAt: now,
       };
       if (await this.store.replace(existing.token, takeover)) {
@@ -224,7 +225,14 @@ export class IdempotencyEngine {
       if (this.#replayHeaders.has(lower)) headers[lower] = value;
     }
     const kept = { status: response.status, headers, body: response.body };
-    return this.#beforeStore ? this.#beforeStore(kept) : kept;
+    if (!this.#beforeStore) return kept;
+    // The hook may add headers; secrets stay out whatever it returns.
+    const hooked = this.#beforeStore(kept);
+    const safe: Record<string, string> = {};
+    for (const [name, value] of Object.entries(hooked.headers)) {
+      if (!NEVER_REPLAYED.has(name.toLowerCase())) safe[name.toLowerCase()] = value;
+    }
+    return { status: hooked.status, headers: safe, body: hooked.body };
   }
 
   /** @internal */
@@ -242,12 +250,15 @@ export class IdempotencyEngine {
   }
 
   #fingerprint(request: IdempotentRequest): string {
-    const print = fingerprint(request.payload, request.parts ?? {});
-    // The canonical form is hashed as it is built; its size is bounded separately to refuse huge bodies.
-    if (request.payload !== undefined && approximateSize(request.payload) > this.#maxPayloadChars) {
+    // One pass builds the canonical form; its length bounds the payload and it is what gets hashed.
+    const payload = canonicalJson(request.payload ?? null);
+    const size = typeof request.payload === 'string' ? request.payload.length : payload.length;
+    if (size > this.#maxPayloadChars) {
       throw new IdempotencyPayloadError(413, `The request body exceeds ${this.#maxPayloadChars} characters`);
     }
-    return print;
+    // The same text canonicalJson({ payload, parts }) gives: members in key order.
+    const canonical = `{"parts":${canonicalJson(request.parts ?? {})},"payload":${payload}}`;
+    return createHash('sha256').update(canonical).digest('hex');
   }
 
   #newRecord(key: string, print: string, sequence: number | null, now: number): IdempotencyRecord {
@@ -268,17 +279,16 @@ export class IdempotencyEngine {
   }
 }
 
-function approximateSize(payload: unknown): number {
-  return typeof payload === 'string' ? payload.length : (JSON.stringify(payload)?.length ?? 0);
-}
-
-/** An option of the idempotency engine is out of range. */
-export class IdempotencyConfigError extends TypeError {
-  readonly option: string;
-  constructor(option: string, message: string) {
-    super(`${option}: ${message}`);
-    this.option = option;
-  }
+/**
+ * A lease renewed until `leaseUntil`. The retention never ends before the lease: a record whose
+ * retention ended counts as absent, so an earlier expiry would let another request start afresh
+ * (and the purge delete the record) while its holder still runs.
+ */
+function renewedLease(
+  record: IdempotencyRecord,
+  leaseUntil: number,
+): Pick<IdempotencyRecord, 'leaseUntil' | 'expiresAt'> {
+  return { leaseUntil, expiresAt: Math.max(record.expiresAt, leaseUntil) };
 }
 
 /** Options of the lease's writes. */
@@ -342,7 +352,7 @@ export class IdempotencyLease {
         ...this.#record,
         recoveryPoint: point,
         phases: { ...this.#record.phases, [point]: result },
-        leaseUntil: now + this.#engine.leaseMs,
+        ...renewedLease(this.#record, now + this.#engine.leaseMs),
         updatedAt: now,
       },
       options.tx,
@@ -352,7 +362,11 @@ export class IdempotencyLease {
   /** Renews the lease for a long step. */
   async extend(): Promise<void> {
     const now = this.#engine.clock.now();
-    await this.#write({ ...this.#record, leaseUntil: now + this.#engine.leaseMs, updatedAt: now });
+    await this.#write({
+      ...this.#record,
+      ...renewedLease(this.#record, now + this.#engine.leaseMs),
+      updatedAt: now,
+    });
   }
 
   /**
@@ -364,7 +378,9 @@ export class IdempotencyLease {
     options: LeaseWriteOptions = {},
   ): Promise<StoredResponse | undefined> {
     if (!this.#engine.shouldStore(response.status)) {
-      await this.release();
+      // A failure after committed phases keeps them: the retry resumes instead of starting over.
+      if (this.#record.recoveryPoint !== null) await this.suspend();
+      else await this.release();
       return undefined;
     }
     const stored = this.#engine.prepareForStore(response);
@@ -383,6 +399,15 @@ export class IdempotencyLease {
     return stored;
   }
 
+  /**
+   * Ends the lease now but keeps the record and its recovery point, so the next request with the key
+   * takes over at once and resumes after the last committed phase.
+   */
+  async suspend(): Promise<void> {
+    const now = this.#engine.clock.now();
+    await this.#write({ ...this.#record, leaseUntil: now, updatedAt: now });
+  }
+
   /** Gives the key up without a response, so the next request with it runs the handler. */
   async release(): Promise<void> {
     const released = await this.#engine.store.delete(this.#record.key, this.#record.token);
@@ -391,11 +416,14 @@ export class IdempotencyLease {
 
   async #write(next: IdempotencyRecord, tx?: TransactionHandle): Promise<void> {
     const ok = await this.#engine.store.replace(this.#record.token, next, tx);
-    if (!ok) await this.#lost();
+    if (!ok) await this.#lost(tx);
     this.#record = next;
   }
 
-  async #lost(): Promise<never> {
+  async #lost(tx?: TransactionHandle): Promise<never> {
+    // Inside the caller's transaction, a second connection to read the winner could wait on the very
+    // pool that transaction holds; the lease is lost either way, so say so without looking.
+    if (tx !== undefined) throw new IdempotencyLeaseLostError();
     const current = await this.#engine.store.get(this.#record.key);
     const mine = this.#record.sequence;
     if (current?.sequence != null && mine !== null && current.sequence > mine) {

@@ -1,0 +1,288 @@
+import { InvalidOptionError } from '../../errors/keel-error.ts';
+import type {
+  IdempotencyRecord,
+  IdempotencyStore,
+  RecordState,
+  StoredResponse,
+  TransactionHandle,
+} from '../../idempotency/store.ts';
+
+/**
+ * The part of a `pg` `Pool`, `PoolClient` or `Client` this store calls. Keel never imports `pg`;
+ * pass your own pool (or any driver with the same `query` shape).
+ *
+ * @example
+ * import pg from 'pg';
+ * const pool: PostgresQueryable = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+ */
+export interface PostgresQueryable {
+  query(text: string, values?: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
+}
+
+/** Options of {@link postgresStore}. */
+export interface PostgresIdempotencyStoreOptions {
+  /** The user's `pg.Pool` (or a `Client`); every write without a `tx` runs on it. */
+  pool: PostgresQueryable;
+  /**
+   * Table name: letters, digits and `_`, starting with a letter or `_`, at most 48 characters.
+   * @default 'keel_idempotency'
+   */
+  table?: string;
+  /**
+   * Schema of the table, same rules as `table`.
+   * @default the connection's `search_path`
+   */
+  schema?: string;
+}
+
+const DEFAULTS = Object.freeze({ table: 'keel_idempotency' });
+
+/** Room left for the index suffixes (`_lease_idx`, `_expires_idx`) within Postgres' 63-byte names. */
+const MAX_TABLE_LENGTH = 48;
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function checkIdentifier(option: string, value: unknown, max: number): string {
+  if (typeof value !== 'string' || !IDENTIFIER.test(value) || value.length > max) {
+    throw new InvalidOptionError(
+      option,
+      `must be 1 to ${max} letters, digits or underscores, not starting with a digit, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * The DDL of the idempotency table, for a migration tool. Idempotent (`IF NOT EXISTS`). Times are
+ * `bigint` epoch milliseconds; the response and phases are `jsonb`.
+ *
+ * @example
+ * await migrate.sql(postgresIdempotencyDdl({ table: 'idempotency', schema: 'billing' }));
+ */
+export function postgresIdempotencyDdl(options: { table?: string; schema?: string } = {}): string {
+  const table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+  const schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
+  const qualified = schema === undefined ? `"${table}"` : `"${schema}"."${table}"`;
+  return `CREATE TABLE IF NOT EXISTS ${qualified} (
+  key text PRIMARY KEY,
+  fingerprint text NOT NULL,
+  state text NOT NULL CHECK (state IN ('in-flight', 'completed')),
+  token text NOT NULL,
+  lease_until bigint NOT NULL,
+  expires_at bigint NOT NULL,
+  sequence bigint,
+  response jsonb,
+  recovery_point text,
+  phases jsonb NOT NULL DEFAULT '{}'::jsonb,
+  created_at bigint NOT NULL,
+  updated_at bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "${table}_lease_idx" ON ${qualified} (state, lease_until);
+CREATE INDEX IF NOT EXISTS "${table}_expires_idx" ON ${qualified} (expires_at);
+`;
+}
+
+/**
+ * The DDL for the default table `keel_idempotency` in the connection's `search_path`.
+ *
+ * @example
+ * await pool.query(POSTGRES_IDEMPOTENCY_DDL);
+ */
+export const POSTGRES_IDEMPOTENCY_DDL: string = postgresIdempotencyDdl();
+
+const COLUMNS =
+  'key, fingerprint, state, token, lease_until, expires_at, sequence, response, recovery_point, phases, created_at, updated_at';
+
+interface Row {
+  key: string;
+  fingerprint: string;
+  state: RecordState;
+  token: string;
+  lease_until: string | number;
+  expires_at: string | number;
+  sequence: string | number | null;
+  response: StoredResponse | string | null;
+  recovery_point: string | null;
+  phases: Record<string, unknown> | string;
+  created_at: string | number;
+  updated_at: string | number;
+}
+
+/** `pg` returns `bigint` as a string and `jsonb` parsed; other drivers may return JSON text. */
+function fromRow(row: Row): IdempotencyRecord {
+  return {
+    key: row.key,
+    fingerprint: row.fingerprint,
+    state: row.state,
+    token: row.token,
+    leaseUntil: Number(row.lease_until),
+    expiresAt: Number(row.expires_at),
+    sequence: row.sequence === null ? null : Number(row.sequence),
+    response: typeof row.response === 'string' ? JSON.parse(row.response) : row.response,
+    recoveryPoint: row.recovery_point,
+    phases: typeof row.phases === 'string' ? JSON.parse(row.phases) : row.phases,
+    createdAt: Number(row.created_at),
+    updatedAt: Number(row.updated_at),
+  };
+}
+
+/** The record's columns after `key`, in `COLUMNS` order, as query values. */
+function valuesOf(record: IdempotencyRecord): unknown[] {
+  return [
+    record.fingerprint,
+    record.state,
+    record.token,
+    record.leaseUntil,
+    record.expiresAt,
+    record.sequence,
+    record.response === null ? null : JSON.stringify(record.response),
+    record.recoveryPoint,
+    JSON.stringify(record.phases),
+    record.createdAt,
+    record.updatedAt,
+  ];
+}
+
+function checkLimit(limit: number): number {
+  if (!Number.isInteger(limit) || limit < 0) {
+    throw new RangeError(`limit: must be an integer ≥ 0, got ${String(limit)}`);
+  }
+  return limit;
+}
+
+/**
+ * An idempotency store in one Postgres table. Every primitive is a single statement: insert is
+ * `INSERT … ON CONFLICT DO NOTHING`, replace and delete are fenced by `WHERE token = $n`, and the
+ * purge deletes a bounded batch with `FOR UPDATE SKIP LOCKED` so several sweepers never block each
+ * other. `replace` runs on the caller's transaction client when one is passed as `tx`, so the
+ * business write and the stored response commit — or roll back — together.
+ *
+ * The response and phases are `jsonb`, which cannot hold the character U+0000: encode binary bodies
+ * (base64, say) in `beforeStore`.
+ *
+ * @example
+ * const store = postgresStore({ pool });
+ * await store.ensureSchema();
+ * const engine = idempotency({ store });
+ */
+export class PostgresIdempotencyStore implements IdempotencyStore {
+  readonly pool: PostgresQueryable;
+  readonly table: string;
+  readonly schema: string | undefined;
+  /** The schema-qualified, quoted table name used in every statement. */
+  readonly qualifiedName: string;
+  /** The DDL {@link ensureSchema} runs, for a migration tool. */
+  readonly ddl: string;
+  readonly #sql: Readonly<Record<'get' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge', string>>;
+
+  constructor(options: PostgresIdempotencyStoreOptions) {
+    if (typeof options?.pool?.query !== 'function') {
+      throw new InvalidOptionError('pool', 'must be a pg Pool or Client (an object with a query method)');
+    }
+    this.pool = options.pool;
+    this.table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+    this.schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
+    this.qualifiedName = this.schema === undefined ? `"${this.table}"` : `"${this.schema}"."${this.table}"`;
+    this.ddl = postgresIdempotencyDdl(
+      this.schema === undefined ? { table: this.table } : { table: this.table, schema: this.schema },
+    );
+    const t = this.qualifiedName;
+    this.#sql = Object.freeze({
+      get: `SELECT ${COLUMNS} FROM ${t} WHERE key = $1`,
+      insert: `INSERT INTO ${t} (${COLUMNS})
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12)
+        ON CONFLICT (key) DO NOTHING`,
+      replace: `UPDATE ${t} SET fingerprint = $3, state = $4, token = $5, lease_until = $6,
+        expires_at = $7, sequence = $8, response = $9::jsonb, recovery_point = $10, phases = $11::jsonb,
+        created_at = $12, updated_at = $13
+        WHERE key = $1 AND token = $2`,
+      delete: `DELETE FROM ${t} WHERE key = $1 AND token = $2`,
+      leases: `SELECT ${COLUMNS} FROM ${t} WHERE state = 'in-flight' AND lease_until < $1
+        ORDER BY lease_until LIMIT $2`,
+      purge: `DELETE FROM ${t} WHERE key IN (
+        SELECT key FROM ${t} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+    });
+  }
+
+  /**
+   * Creates the table and its indexes unless they exist. Safe to call from many processes at once:
+   * the DDL runs under a transaction-scoped advisory lock on the table name.
+   *
+   * @example
+   * await postgresStore({ pool }).ensureSchema();
+   */
+  async ensureSchema(): Promise<void> {
+    const lockName = this.schema === undefined ? this.table : `${this.schema}.${this.table}`;
+    await this.pool.query(
+      `DO $keel$ BEGIN
+        PERFORM pg_advisory_xact_lock(hashtext('keel_idempotency_ddl:${lockName}'));
+        ${this.ddl}
+      END $keel$;`,
+    );
+  }
+
+  async get(key: string): Promise<IdempotencyRecord | undefined> {
+    const { rows } = await this.pool.query(this.#sql.get, [key]);
+    const row = rows[0] as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  async insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
+    const result = await this.pool.query(this.#sql.insert, [record.key, ...valuesOf(record)]);
+    return result.rowCount === 1;
+  }
+
+  /**
+   * Compare-and-swap on the token. With `tx` (a client inside the caller's `BEGIN`), the update
+   * joins that transaction: it takes the row lock there and becomes visible only on `COMMIT`.
+   */
+  async replace(expectedToken: string, record: IdempotencyRecord, tx?: TransactionHandle): Promise<boolean> {
+    const runner = tx === undefined || tx === null ? this.pool : asQueryable(tx);
+    const result = await runner.query(this.#sql.replace, [record.key, expectedToken, ...valuesOf(record)]);
+    return result.rowCount === 1;
+  }
+
+  async delete(key: string, expectedToken: string): Promise<boolean> {
+    const result = await this.pool.query(this.#sql.delete, [key, expectedToken]);
+    return result.rowCount === 1;
+  }
+
+  async expiredLeases(now: number, limit: number): Promise<IdempotencyRecord[]> {
+    if (checkLimit(limit) === 0) return [];
+    const { rows } = await this.pool.query(this.#sql.leases, [now, limit]);
+    return (rows as Row[]).map(fromRow);
+  }
+
+  async purgeExpired(now: number, limit: number): Promise<number> {
+    if (checkLimit(limit) === 0) return 0;
+    const result = await this.pool.query(this.#sql.purge, [now, limit]);
+    return result.rowCount ?? 0;
+  }
+}
+
+function asQueryable(tx: TransactionHandle): PostgresQueryable {
+  if (typeof (tx as Partial<PostgresQueryable>)?.query !== 'function') {
+    throw new TypeError('tx: must be the pg client that ran BEGIN (an object with a query method)');
+  }
+  return tx as PostgresQueryable;
+}
+
+/**
+ * Builds a {@link PostgresIdempotencyStore} over the user's pool. Call `ensureSchema()` once at
+ * start-up, or run {@link postgresIdempotencyDdl} from your migrations.
+ *
+ * @example
+ * import pg from 'pg';
+ * const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+ * const store = postgresStore({ pool, table: 'idempotency' });
+ * await store.ensureSchema();
+ *
+ * // The stored response commits with the business write:
+ * const client = await pool.connect();
+ * await client.query('BEGIN');
+ * await client.query('INSERT INTO charges (id, amount) VALUES ($1, $2)', [id, amount]);
+ * await lease.complete(response, { tx: client });
+ * await client.query('COMMIT');
+ */
+export function postgresStore(options: PostgresIdempotencyStoreOptions): PostgresIdempotencyStore {
+  return new PostgresIdempotencyStore(options);
+}

@@ -1,0 +1,10 @@
+/**
+ * SQLite adapters for Keel. `sqliteStore({ db })` keeps idempotency records in one table of a SQLite
+ * database, through the handle you already have — Node's built-in `node:sqlite` `DatabaseSync` or a
+ * `better-sqlite3` `Database` (Keel declares the `prepare`/`exec` methods it calls and imports
+ * neither). In WAL mode with a `busy_timeout`, several processes can share one database file and
+ * still run each key's handler once.
+ *
+ * @module
+ */
+export * from './idempotency-store.ts';
