@@ -1,0 +1,125 @@
+/**
+ * What idempotency costs a Fastify route that inserts one row, measured with autocannon in one run:
+ * the bare route, the same route with a new Idempotency-Key per request, and replays of keys already
+ * answered — on sqlite (node:sqlite, WAL) and on PostgreSQL when DATABASE_URL is set. The server runs
+ * in its own process so the load generator does not share its event loop.
+ *
+ *   npm run bench:idempotency            a table with requests/s and ratios
+ *   npm run bench:idempotency -- --json  the same as JSON
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+
+const json = process.argv.includes('--json');
+const duration = Number(process.env.BENCH_SECONDS ?? 5);
+const connections = 20;
+const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+const body = JSON.stringify({ amount: 1_500 });
+
+async function startServer(backend: string): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(
+    process.execPath,
+    ['--conditions=keel-source', 'bench/idempotency-server.ts', backend],
+    {
+      cwd: packageRoot,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const [chunk] = (await once(child.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
+  return { port: Number(chunk.toString().trim()), child };
+}
+
+async function load(url: string, key: () => string | undefined): Promise<number> {
+  const result = await autocannon({
+    url,
+    method: 'POST',
+    connections,
+    duration,
+    headers: { 'content-type': 'application/json', 'x-user': 'bench' },
+    body,
+    requests: [
+      {
+        setupRequest: (request) => {
+          const k = key();
+          const headers = { ...request.headers };
+          if (k !== undefined) headers['idempotency-key'] = k;
+          return { ...request, headers };
+        },
+      },
+    ],
+  });
+  const bad = result.non2xx + result.errors + result.timeouts;
+  if (bad > 0)
+    throw new Error(`${url}: ${bad} requests failed (${result.non2xx} non-2xx, ${result.errors} errors)`);
+  return result.requests.average;
+}
+
+async function measure(backend: string) {
+  const { port, child } = await startServer(backend);
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    // Warm up both routes, and answer the keys the replay run will reuse.
+    const replayKeys = Array.from({ length: 200 }, () => randomUUID());
+    for (const k of replayKeys) {
+      await fetch(`${base}/keyed`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-user': 'bench', 'idempotency-key': k },
+        body,
+      });
+    }
+    await load(`${base}/bare`, () => undefined);
+    const bare = await load(`${base}/bare`, () => undefined);
+    const newKeys = await load(`${base}/keyed`, () => randomUUID());
+    let i = 0;
+    const replays = await load(`${base}/keyed`, () => replayKeys[i++ % replayKeys.length]);
+    return { backend, bare, newKeys, replays };
+  } finally {
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+  }
+}
+
+const backends = process.env.DATABASE_URL ? ['sqlite', 'postgres'] : ['sqlite'];
+const results = [];
+for (const backend of backends) results.push(await measure(backend));
+
+const targets = results.flatMap((r) => [
+  {
+    name: `${r.backend}: new keys ≥ ${r.backend === 'sqlite' ? 60 : 50} % of the bare route`,
+    ratio: r.newKeys / r.bare,
+    pass: r.newKeys / r.bare >= (r.backend === 'sqlite' ? 0.6 : 0.5),
+  },
+  {
+    name: `${r.backend}: replays ≥ 100 % of the bare route`,
+    ratio: r.replays / r.bare,
+    pass: r.replays / r.bare >= 1,
+  },
+]);
+const summary = {
+  node: process.version,
+  connections,
+  durationSeconds: duration,
+  requestsPerSecond: results.map((r) => ({
+    backend: r.backend,
+    bare: Math.round(r.bare),
+    newKeys: Math.round(r.newKeys),
+    replays: Math.round(r.replays),
+  })),
+  targets: targets.map((t) => ({ ...t, ratio: Number(t.ratio.toFixed(2)) })),
+  pass: targets.every((t) => t.pass),
+};
+if (json) console.log(JSON.stringify(summary, null, 2));
+else {
+  console.log(
+    `Idempotency on a one-row insert route — Node ${process.version}, ${connections} connections, ${duration} s each\n`,
+  );
+  console.table(summary.requestsPerSecond);
+  console.table(
+    summary.targets.map((t) => ({ target: t.name, ratio: t.ratio, result: t.pass ? 'PASS' : 'MISS' })),
+  );
+}
+process.exitCode = summary.pass ? 0 : 1;
