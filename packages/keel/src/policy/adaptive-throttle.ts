@@ -28,6 +28,7 @@ import {
   resolveTime,
 } from './options.ts';
 import { BasePolicy, type Context, type Next, type Operation } from './policy.ts';
+import { SlidingCounts } from './sliding-counts.ts';
 import { EventSource } from './telemetry.ts';
 
 /** Options of {@link adaptiveThrottle}. */
@@ -107,12 +108,8 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
   readonly clock: Clock;
   readonly #isAccepted: (value: unknown, failed: boolean) => boolean;
   readonly #random: () => number;
-  readonly #bucketMs: number;
-  readonly #requests: Float64Array;
-  readonly #accepts: Float64Array;
-  #current: number;
-  #requestSum = 0;
-  #acceptSum = 0;
+  /** First: requests; second: accepts. */
+  readonly #counts: SlidingCounts;
 
   constructor(options: AdaptiveThrottleOptions = {}) {
     const { clock, timers } = resolveTime(options);
@@ -124,29 +121,22 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
     this.minRequests = checkInteger('minRequests', options.minRequests ?? DEFAULTS.minRequests, 0);
     this.#isAccepted = checkFunction('isAccepted', options.isAccepted ?? acceptedByDefault);
     this.#random = checkFunction('random', options.random ?? DEFAULTS.random);
-    this.#bucketMs = this.windowMs / buckets;
-    this.#requests = new Float64Array(buckets);
-    this.#accepts = new Float64Array(buckets);
-    this.#current = Math.floor(clock.now() / this.#bucketMs);
+    this.#counts = new SlidingCounts(clock, this.windowMs / buckets, buckets);
   }
 
   /** The probability that the next call is refused locally. */
   get rejectionProbability(): number {
-    this.#rotate();
     return this.#probability();
   }
 
   /** The window's counters, for dashboards and tests. */
   snapshot(): AdaptiveThrottleSnapshot {
-    this.#rotate();
-    return { requests: this.#requestSum, accepts: this.#acceptSum, probability: this.#probability() };
+    return { requests: this.#counts.first, accepts: this.#counts.second, probability: this.#probability() };
   }
 
   run<T>(fn: Operation<T>, context: Context, next: Next): Promise<T> {
-    const slot = this.#rotate();
     const probability = this.#probability();
-    this.#requests[slot] = (this.#requests[slot] as number) + 1;
-    this.#requestSum++;
+    this.#counts.addFirst();
     if (probability > 0 && this.#random() < probability) {
       const error = new ThrottledError(probability);
       if (this.events.active) {
@@ -170,41 +160,14 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
   }
 
   #accept(): void {
-    const slot = this.#rotate();
-    this.#accepts[slot] = (this.#accepts[slot] as number) + 1;
-    this.#acceptSum++;
+    this.#counts.addSecond();
   }
 
   #probability(): number {
-    const requests = this.#requestSum;
+    const requests = this.#counts.first;
     if (requests < this.minRequests) return 0;
-    const p = (requests - this.k * this.#acceptSum) / (requests + 1);
+    const p = (requests - this.k * this.#counts.second) / (requests + 1);
     return Math.max(p, 0);
-  }
-
-  /** Clears the buckets that fell out of the window since the last call; returns the current slot. */
-  #rotate(): number {
-    const size = this.#requests.length;
-    const now = Math.floor(this.clock.now() / this.#bucketMs);
-    const steps = now - this.#current;
-    if (steps > 0) {
-      if (steps >= size) {
-        this.#requests.fill(0);
-        this.#accepts.fill(0);
-        this.#requestSum = 0;
-        this.#acceptSum = 0;
-      } else {
-        for (let i = 1; i <= steps; i++) {
-          const slot = (((this.#current + i) % size) + size) % size;
-          this.#requestSum -= this.#requests[slot] as number;
-          this.#acceptSum -= this.#accepts[slot] as number;
-          this.#requests[slot] = 0;
-          this.#accepts[slot] = 0;
-        }
-      }
-      this.#current = now;
-    }
-    return ((this.#current % size) + size) % size;
   }
 }
 

@@ -16,6 +16,7 @@
  */
 import { type Clock, systemClock } from './clock.ts';
 import { checkAbove, checkFraction, checkInteger, checkNumber } from './options.ts';
+import { SlidingCounts } from './sliding-counts.ts';
 
 /** What a retry budget reports for dashboards and tests. */
 export type RetryBudgetSnapshot =
@@ -113,12 +114,11 @@ export class RatioRetryBudget implements RetryBudget {
   readonly clock: Clock;
   /** Retries allowed in a window with no requests: `minPerSecond × windowMs / 1000`. */
   readonly reserve: number;
-  readonly #bucketMs: number;
-  readonly #requests: Float64Array;
-  readonly #retries: Float64Array;
-  #current: number;
-  #requestSum = 0;
-  #retrySum = 0;
+  /**
+   * First: requests; second: retries. One bucket more than the window holds, so a retry keeps
+   * counting for a full window while a request counts for at most one.
+   */
+  readonly #counts: SlidingCounts;
   #granted = 0;
   #refused = 0;
 
@@ -129,16 +129,11 @@ export class RatioRetryBudget implements RetryBudget {
     const buckets = checkInteger('buckets', options.buckets ?? RATIO_DEFAULTS.buckets, 1, 10_000);
     this.clock = options.clock ?? systemClock;
     this.reserve = (this.minPerSecond * this.windowMs) / 1000;
-    this.#bucketMs = this.windowMs / buckets;
-    this.#requests = new Float64Array(buckets + 1);
-    this.#retries = new Float64Array(buckets + 1);
-    this.#current = Math.floor(this.clock.now() / this.#bucketMs);
+    this.#counts = new SlidingCounts(this.clock, this.windowMs / buckets, buckets + 1);
   }
 
   recordRequest(): void {
-    const slot = this.#rotate();
-    this.#requests[slot] = (this.#requests[slot] as number) + 1;
-    this.#requestSum++;
+    this.#counts.addFirst();
   }
 
   recordSuccess(): void {}
@@ -146,23 +141,20 @@ export class RatioRetryBudget implements RetryBudget {
   recordFailure(): void {}
 
   tryAcquireRetry(): boolean {
-    const slot = this.#rotate();
-    if (this.#retrySum + 1 > this.#allowed() + EPSILON) {
+    if (this.#counts.second + 1 > this.#allowed() + EPSILON) {
       this.#refused++;
       return false;
     }
-    this.#retries[slot] = (this.#retries[slot] as number) + 1;
-    this.#retrySum++;
+    this.#counts.addSecond();
     this.#granted++;
     return true;
   }
 
   snapshot(): RetryBudgetSnapshot {
-    this.#rotate();
     return {
       kind: 'ratio',
-      requests: this.#windowRequests(),
-      retries: this.#retrySum,
+      requests: this.#counts.firstWithoutOldest,
+      retries: this.#counts.second,
       allowed: this.#allowed(),
       granted: this.#granted,
       refused: this.#refused,
@@ -170,39 +162,8 @@ export class RatioRetryBudget implements RetryBudget {
   }
 
   #allowed(): number {
-    return this.ratio * this.#windowRequests() + this.reserve;
-  }
-
-  /** Requests of the newest `buckets` buckets: the oldest one may have started before the window. */
-  #windowRequests(): number {
-    const size = this.#requests.length;
-    const oldest = (((this.#current + 1) % size) + size) % size;
-    return this.#requestSum - (this.#requests[oldest] as number);
-  }
-
-  /** Clears the buckets that fell out of the ring since the last call; returns the current slot. */
-  #rotate(): number {
-    const size = this.#requests.length;
-    const now = Math.floor(this.clock.now() / this.#bucketMs);
-    const steps = now - this.#current;
-    if (steps > 0) {
-      if (steps >= size) {
-        this.#requests.fill(0);
-        this.#retries.fill(0);
-        this.#requestSum = 0;
-        this.#retrySum = 0;
-      } else {
-        for (let i = 1; i <= steps; i++) {
-          const slot = (((this.#current + i) % size) + size) % size;
-          this.#requestSum -= this.#requests[slot] as number;
-          this.#retrySum -= this.#retries[slot] as number;
-          this.#requests[slot] = 0;
-          this.#retries[slot] = 0;
-        }
-      }
-      this.#current = now;
-    }
-    return ((this.#current % size) + size) % size;
+    // Requests of the newest `buckets` buckets: the oldest one may have started before the window.
+    return this.ratio * this.#counts.firstWithoutOldest + this.reserve;
   }
 }
 
