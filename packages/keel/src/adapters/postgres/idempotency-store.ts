@@ -1,11 +1,12 @@
 import { InvalidOptionError } from '../../errors/keel-error.ts';
-import type {
-  IdempotencyRecord,
-  IdempotencyStore,
-  RecordState,
-  StoredResponse,
-  TransactionHandle,
-} from '../../idempotency/store.ts';
+import {
+  checkSweepLimit,
+  RECORD_COLUMNS,
+  type RecordRow,
+  recordFromRow,
+  recordValues,
+} from '../../idempotency/sql-record.ts';
+import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
 
 /**
  * The part of a `pg` `Pool`, `PoolClient` or `Client` this store calls. Keel never imports `pg`;
@@ -89,66 +90,6 @@ CREATE INDEX IF NOT EXISTS "${table}_expires_idx" ON ${qualified} (expires_at);
  */
 export const POSTGRES_IDEMPOTENCY_DDL: string = postgresIdempotencyDdl();
 
-const COLUMNS =
-  'key, fingerprint, state, token, lease_until, expires_at, sequence, response, recovery_point, phases, created_at, updated_at';
-
-interface Row {
-  key: string;
-  fingerprint: string;
-  state: RecordState;
-  token: string;
-  lease_until: string | number;
-  expires_at: string | number;
-  sequence: string | number | null;
-  response: StoredResponse | string | null;
-  recovery_point: string | null;
-  phases: Record<string, unknown> | string;
-  created_at: string | number;
-  updated_at: string | number;
-}
-
-/** `pg` returns `bigint` as a string and `jsonb` parsed; other drivers may return JSON text. */
-function fromRow(row: Row): IdempotencyRecord {
-  return {
-    key: row.key,
-    fingerprint: row.fingerprint,
-    state: row.state,
-    token: row.token,
-    leaseUntil: Number(row.lease_until),
-    expiresAt: Number(row.expires_at),
-    sequence: row.sequence === null ? null : Number(row.sequence),
-    response: typeof row.response === 'string' ? JSON.parse(row.response) : row.response,
-    recoveryPoint: row.recovery_point,
-    phases: typeof row.phases === 'string' ? JSON.parse(row.phases) : row.phases,
-    createdAt: Number(row.created_at),
-    updatedAt: Number(row.updated_at),
-  };
-}
-
-/** The record's columns after `key`, in `COLUMNS` order, as query values. */
-function valuesOf(record: IdempotencyRecord): unknown[] {
-  return [
-    record.fingerprint,
-    record.state,
-    record.token,
-    record.leaseUntil,
-    record.expiresAt,
-    record.sequence,
-    record.response === null ? null : JSON.stringify(record.response),
-    record.recoveryPoint,
-    JSON.stringify(record.phases),
-    record.createdAt,
-    record.updatedAt,
-  ];
-}
-
-function checkLimit(limit: number): number {
-  if (!Number.isInteger(limit) || limit < 0) {
-    throw new RangeError(`limit: must be an integer ≥ 0, got ${String(limit)}`);
-  }
-  return limit;
-}
-
 /**
  * An idempotency store in one Postgres table. Every primitive is a single statement: insert is
  * `INSERT … ON CONFLICT DO NOTHING`, replace and delete are fenced by `WHERE token = $n`, and the
@@ -187,8 +128,8 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     );
     const t = this.qualifiedName;
     this.#sql = Object.freeze({
-      get: `SELECT ${COLUMNS} FROM ${t} WHERE key = $1`,
-      insert: `INSERT INTO ${t} (${COLUMNS})
+      get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = $1`,
+      insert: `INSERT INTO ${t} (${RECORD_COLUMNS})
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12)
         ON CONFLICT (key) DO NOTHING`,
       replace: `UPDATE ${t} SET fingerprint = $3, state = $4, token = $5, lease_until = $6,
@@ -196,7 +137,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
         created_at = $12, updated_at = $13
         WHERE key = $1 AND token = $2`,
       delete: `DELETE FROM ${t} WHERE key = $1 AND token = $2`,
-      leases: `SELECT ${COLUMNS} FROM ${t} WHERE state = 'in-flight' AND lease_until < $1
+      leases: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE state = 'in-flight' AND lease_until < $1
         ORDER BY lease_until LIMIT $2`,
       purge: `DELETE FROM ${t} WHERE key IN (
         SELECT key FROM ${t} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
@@ -222,12 +163,12 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
 
   async get(key: string): Promise<IdempotencyRecord | undefined> {
     const { rows } = await this.pool.query(this.#sql.get, [key]);
-    const row = rows[0] as Row | undefined;
-    return row && fromRow(row);
+    const row = rows[0] as RecordRow | undefined;
+    return row && recordFromRow(row);
   }
 
   async insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
-    const result = await this.pool.query(this.#sql.insert, [record.key, ...valuesOf(record)]);
+    const result = await this.pool.query(this.#sql.insert, [record.key, ...recordValues(record)]);
     return result.rowCount === 1;
   }
 
@@ -237,7 +178,11 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
    */
   async replace(expectedToken: string, record: IdempotencyRecord, tx?: TransactionHandle): Promise<boolean> {
     const runner = tx === undefined || tx === null ? this.pool : asQueryable(tx);
-    const result = await runner.query(this.#sql.replace, [record.key, expectedToken, ...valuesOf(record)]);
+    const result = await runner.query(this.#sql.replace, [
+      record.key,
+      expectedToken,
+      ...recordValues(record),
+    ]);
     return result.rowCount === 1;
   }
 
@@ -247,13 +192,13 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   }
 
   async expiredLeases(now: number, limit: number): Promise<IdempotencyRecord[]> {
-    if (checkLimit(limit) === 0) return [];
+    if (checkSweepLimit(limit) === 0) return [];
     const { rows } = await this.pool.query(this.#sql.leases, [now, limit]);
-    return (rows as Row[]).map(fromRow);
+    return (rows as RecordRow[]).map(recordFromRow);
   }
 
   async purgeExpired(now: number, limit: number): Promise<number> {
-    if (checkLimit(limit) === 0) return 0;
+    if (checkSweepLimit(limit) === 0) return 0;
     const result = await this.pool.query(this.#sql.purge, [now, limit]);
     return result.rowCount ?? 0;
   }

@@ -1,11 +1,12 @@
 import { InvalidOptionError } from '../../errors/keel-error.ts';
-import type {
-  IdempotencyRecord,
-  IdempotencyStore,
-  RecordState,
-  StoredResponse,
-  TransactionHandle,
-} from '../../idempotency/store.ts';
+import {
+  checkSweepLimit,
+  RECORD_COLUMNS,
+  type RecordRow,
+  recordFromRow,
+  recordValues,
+} from '../../idempotency/sql-record.ts';
+import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
 
 /** A value bound to a statement parameter. */
 export type SqliteValue = string | number | bigint | null;
@@ -88,65 +89,6 @@ CREATE INDEX IF NOT EXISTS "${table}_expires_idx" ON "${table}" (expires_at);
 `;
 }
 
-const COLUMNS =
-  'key, fingerprint, state, token, lease_until, expires_at, sequence, response, recovery_point, phases, created_at, updated_at';
-
-interface Row {
-  key: string;
-  fingerprint: string;
-  state: RecordState;
-  token: string;
-  lease_until: number | bigint;
-  expires_at: number | bigint;
-  sequence: number | bigint | null;
-  response: string | null;
-  recovery_point: string | null;
-  phases: string;
-  created_at: number | bigint;
-  updated_at: number | bigint;
-}
-
-function fromRow(row: Row): IdempotencyRecord {
-  return {
-    key: row.key,
-    fingerprint: row.fingerprint,
-    state: row.state,
-    token: row.token,
-    leaseUntil: Number(row.lease_until),
-    expiresAt: Number(row.expires_at),
-    sequence: row.sequence === null ? null : Number(row.sequence),
-    response: row.response === null ? null : (JSON.parse(row.response) as StoredResponse),
-    recoveryPoint: row.recovery_point,
-    phases: JSON.parse(row.phases) as Record<string, unknown>,
-    createdAt: Number(row.created_at),
-    updatedAt: Number(row.updated_at),
-  };
-}
-
-/** The record's columns after `key`, in `COLUMNS` order. */
-function valuesOf(record: IdempotencyRecord): SqliteValue[] {
-  return [
-    record.fingerprint,
-    record.state,
-    record.token,
-    record.leaseUntil,
-    record.expiresAt,
-    record.sequence,
-    record.response === null ? null : JSON.stringify(record.response),
-    record.recoveryPoint,
-    JSON.stringify(record.phases),
-    record.createdAt,
-    record.updatedAt,
-  ];
-}
-
-function checkLimit(limit: number): number {
-  if (!Number.isInteger(limit) || limit < 0) {
-    throw new RangeError(`limit: must be an integer ≥ 0, got ${String(limit)}`);
-  }
-  return limit;
-}
-
 type StatementName = 'get' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge';
 
 /**
@@ -198,14 +140,14 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     this.ddl = sqliteIdempotencyDdl({ table: this.table });
     const t = `"${this.table}"`;
     this.#sql = Object.freeze({
-      get: `SELECT ${COLUMNS} FROM ${t} WHERE key = ?`,
-      insert: `INSERT INTO ${t} (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = ?`,
+      insert: `INSERT INTO ${t} (${RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (key) DO NOTHING`,
       replace: `UPDATE ${t} SET fingerprint = ?, state = ?, token = ?, lease_until = ?, expires_at = ?,
         sequence = ?, response = ?, recovery_point = ?, phases = ?, created_at = ?, updated_at = ?
         WHERE key = ? AND token = ?`,
       delete: `DELETE FROM ${t} WHERE key = ? AND token = ?`,
-      leases: `SELECT ${COLUMNS} FROM ${t} WHERE state = 'in-flight' AND lease_until < ?
+      leases: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE state = 'in-flight' AND lease_until < ?
         ORDER BY lease_until LIMIT ?`,
       purge: `DELETE FROM ${t} WHERE key IN (
         SELECT key FROM ${t} WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`,
@@ -235,12 +177,12 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 
   async get(key: string): Promise<IdempotencyRecord | undefined> {
-    const row = this.#statement('get').get(key) as Row | undefined;
-    return row && fromRow(row);
+    const row = this.#statement('get').get(key) as RecordRow | undefined;
+    return row && recordFromRow(row);
   }
 
   async insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
-    return Number(this.#statement('insert').run(record.key, ...valuesOf(record)).changes) === 1;
+    return Number(this.#statement('insert').run(record.key, ...recordValues(record)).changes) === 1;
   }
 
   /**
@@ -249,7 +191,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
    */
   async replace(expectedToken: string, record: IdempotencyRecord, tx?: TransactionHandle): Promise<boolean> {
     const statement = this.#replaceOn(tx);
-    return Number(statement.run(...valuesOf(record), record.key, expectedToken).changes) === 1;
+    return Number(statement.run(...recordValues(record), record.key, expectedToken).changes) === 1;
   }
 
   #replaceOn(tx: TransactionHandle): SqliteStatement {
@@ -271,12 +213,12 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 
   async expiredLeases(now: number, limit: number): Promise<IdempotencyRecord[]> {
-    if (checkLimit(limit) === 0) return [];
-    return (this.#statement('leases').all(now, limit) as Row[]).map(fromRow);
+    if (checkSweepLimit(limit) === 0) return [];
+    return (this.#statement('leases').all(now, limit) as RecordRow[]).map(recordFromRow);
   }
 
   async purgeExpired(now: number, limit: number): Promise<number> {
-    if (checkLimit(limit) === 0) return 0;
+    if (checkSweepLimit(limit) === 0) return 0;
     return Number(this.#statement('purge').run(now, limit).changes);
   }
 }
