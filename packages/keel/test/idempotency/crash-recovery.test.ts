@@ -5,23 +5,13 @@ import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CHARGE_CRASH_POINTS } from './fixtures/charge-crash-points.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const worker = join(here, 'fixtures', 'crash-worker.ts');
 const packageRoot = join(here, '..', '..');
 const scratch = mkdtempSync(join(tmpdir(), 'keel-crash-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-
-/** Every crash point a multi-phase charge passes, in order (phases.test.ts asserts the list is complete). */
-const CRASH_POINTS = [
-  'before:attempt',
-  'after:attempt',
-  'before:charge',
-  'after:charge#pending',
-  'after:charge',
-  'before:respond',
-  'after:respond',
-];
 
 function runWorker(dbPath: string, crashAt?: string) {
   const env = { ...process.env };
@@ -40,7 +30,7 @@ function count(db: DatabaseSync, table: string): number {
 }
 
 describe('kill -9 in the middle of a multi-phase charge', () => {
-  it.each(CRASH_POINTS)('recovers exactly once after a SIGKILL at %s', (point) => {
+  it.each(CHARGE_CRASH_POINTS)('recovers exactly once after a SIGKILL at %s', (point) => {
     const dbPath = join(scratch, `${point.replace(/[^a-z]/gi, '_')}.db`);
     const crashed = runWorker(dbPath, point);
     expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
