@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidOptionError } from 'keel';
-import { IdempotencyLeaseLostError, type IdempotencyRecord, idempotency } from 'keel/idempotency';
+import { IdempotencyLeaseLostError, idempotency } from 'keel/idempotency';
 import { POSTGRES_IDEMPOTENCY_DDL, postgresIdempotencyDdl, postgresStore } from 'keel/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeWithService } from '../support/services.ts';
+import { recordFixture } from './record-fixture.ts';
 import { runStoreConformance } from './store-conformance.ts';
 import { raceTwoProcesses } from './two-process-race.ts';
 
@@ -12,24 +13,7 @@ function uniqueTable(): string {
   return `keel_idem_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
 }
 
-function record(key: string, overrides: Partial<IdempotencyRecord> = {}): IdempotencyRecord {
-  const now = 1_700_000_000_000;
-  return {
-    key,
-    fingerprint: 'f1',
-    state: 'in-flight',
-    token: randomUUID(),
-    leaseUntil: now + 30_000,
-    expiresAt: now + 86_400_000,
-    sequence: null,
-    response: null,
-    recoveryPoint: null,
-    phases: {},
-    createdAt: now,
-    updatedAt: now,
-    ...overrides,
-  };
-}
+const record = recordFixture;
 
 const request = (key: string) => ({
   key,

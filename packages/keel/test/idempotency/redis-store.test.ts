@@ -5,27 +5,12 @@ import { type IdempotencyRecord, idempotency } from 'keel/idempotency';
 import { redisStore } from 'keel/redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeWithService } from '../support/services.ts';
+import { recordFixture } from './record-fixture.ts';
 import { runStoreConformance } from './store-conformance.ts';
 import { raceTwoProcesses } from './two-process-race.ts';
 
-function record(key: string, overrides: Partial<IdempotencyRecord> = {}): IdempotencyRecord {
-  const now = 1_000_000;
-  return {
-    key,
-    fingerprint: 'f1',
-    state: 'in-flight',
-    token: randomUUID(),
-    leaseUntil: now + 30_000,
-    expiresAt: now + 86_400_000,
-    sequence: null,
-    response: null,
-    recoveryPoint: null,
-    phases: {},
-    createdAt: now,
-    updatedAt: now,
-    ...overrides,
-  };
-}
+const record = (key: string, overrides: Partial<IdempotencyRecord> = {}) =>
+  recordFixture(key, overrides, 1_000_000);
 
 describe('redisStore options', () => {
   const client = { eval: async () => 0, get: async () => null };

@@ -6,9 +6,10 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { InvalidOptionError } from 'keel';
-import { type IdempotencyRecord, idempotency } from 'keel/idempotency';
+import { idempotency } from 'keel/idempotency';
 import { SqliteIdempotencyStore, sqliteIdempotencyDdl, sqliteStore } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
+import { recordFixture } from './record-fixture.ts';
 import { runStoreConformance } from './store-conformance.ts';
 
 runStoreConformance('sqlite', async () => {
@@ -19,24 +20,7 @@ runStoreConformance('sqlite', async () => {
 const PACKAGE_DIR = fileURLToPath(new URL('../../', import.meta.url));
 const SOURCE = (path: string) => pathToFileURL(join(PACKAGE_DIR, 'src', path)).href;
 
-function record(key: string, overrides: Partial<IdempotencyRecord> = {}): IdempotencyRecord {
-  const now = 1_700_000_000_000;
-  return {
-    key,
-    fingerprint: 'f1',
-    state: 'in-flight',
-    token: randomUUID(),
-    leaseUntil: now + 30_000,
-    expiresAt: now + 86_400_000,
-    sequence: null,
-    response: null,
-    recoveryPoint: null,
-    phases: {},
-    createdAt: now,
-    updatedAt: now,
-    ...overrides,
-  };
-}
+const record = recordFixture;
 
 describe('sqliteStore', () => {
   it('creates its table and indexes at construction, once, under the table name given', () => {

@@ -20,6 +20,7 @@ import {
   type StoredResponse,
 } from 'keel/idempotency';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { recordFixture } from './record-fixture.ts';
 
 export interface StoreUnderTest {
   store: IdempotencyStore;
@@ -46,23 +47,8 @@ export function runStoreConformance(name: string, makeStore: () => Promise<Store
       await subject?.close();
     });
 
-    function record(key: string, overrides: Partial<IdempotencyRecord> = {}): IdempotencyRecord {
-      return {
-        key,
-        fingerprint: 'fp-1',
-        state: 'in-flight',
-        token: randomUUID(),
-        leaseUntil: T0 + 30_000,
-        expiresAt: T0 + 86_400_000,
-        sequence: null,
-        response: null,
-        recoveryPoint: null,
-        phases: {},
-        createdAt: T0,
-        updatedAt: T0,
-        ...overrides,
-      };
-    }
+    const record = (key: string, overrides: Partial<IdempotencyRecord> = {}) =>
+      recordFixture(key, overrides, T0);
 
     describe('primitives', () => {
       it('returns undefined for a key that was never stored', async () => {
