@@ -20,7 +20,7 @@ import {
   IdempotencyPayloadError,
   IdempotencySupersededError,
 } from './errors.ts';
-import { canonicalJson, scopedKey } from './fingerprint.ts';
+import { canonicalJson, fingerprintOfCanonical, scopedKey } from './fingerprint.ts';
 import { validateIdempotencyKey } from './key.ts';
 import {
   type IdempotencyRecord,
@@ -256,9 +256,7 @@ export class IdempotencyEngine {
     if (size > this.#maxPayloadChars) {
       throw new IdempotencyPayloadError(413, `The request body exceeds ${this.#maxPayloadChars} characters`);
     }
-    // The same text canonicalJson({ payload, parts }) gives: members in key order.
-    const canonical = `{"parts":${canonicalJson(request.parts ?? {})},"payload":${payload}}`;
-    return createHash('sha256').update(canonical).digest('hex');
+    return fingerprintOfCanonical(payload, request.parts ?? {});
   }
 
   #newRecord(key: string, print: string, sequence: number | null, now: number): IdempotencyRecord {

@@ -65,8 +65,19 @@ function write(value: unknown, seen: Set<object>): string {
  * fingerprint(req.body, { path: req.url }) === fingerprint(reorderedBody, { path: req.url })
  */
 export function fingerprint(payload: unknown, parts: Readonly<Record<string, unknown>> = {}): string {
+  return fingerprintOfCanonical(canonicalJson(payload ?? null), parts);
+}
+
+/**
+ * {@link fingerprint} of a payload already in canonical JSON, for callers that measured it first.
+ * The hashed text is exactly `canonicalJson({ payload, parts })`: members in key order.
+ */
+export function fingerprintOfCanonical(
+  payloadJson: string,
+  parts: Readonly<Record<string, unknown>> = {},
+): string {
   return createHash('sha256')
-    .update(canonicalJson({ payload: payload ?? null, parts }))
+    .update(`{"parts":${canonicalJson(parts)},"payload":${payloadJson}}`)
     .digest('hex');
 }
 
