@@ -132,13 +132,18 @@ export class BulkheadPolicy extends BasePolicy {
   };
 
   readonly #passError = (error: unknown): never => {
+    this.#releaseAfter(error);
+    throw error;
+  };
+
+  /** Frees the slot of a failed call — or, when a timeout abandoned its work, once that work ends. */
+  #releaseAfter(error: unknown): void {
     if (error instanceof TimeoutError && error.work !== undefined) {
       error.work.then(this.#releaseSlot, this.#releaseSlot);
     } else {
       this.#release();
     }
-    throw error;
-  };
+  }
 
   async #guardedRun<T>(fn: Operation<T>, context: Context, next: Next): Promise<T> {
     if (context.callerAborted) throw new AbortedError(context.parentSignal?.reason);
@@ -155,27 +160,23 @@ export class BulkheadPolicy extends BasePolicy {
       throw this.rejection('full');
     }
     const startedAt = this.events.active ? this.clock.now() : 0;
-    let holdsSlot = true;
+    let value: T;
     try {
-      const value = await next.run(fn, context);
-      if (this.events.active) {
-        const durationMs = this.clock.now() - startedAt;
-        this.events.emit({ policy: 'bulkhead', name: this.events.name, type: 'success', durationMs });
-      }
-      return value;
+      value = await next.run(fn, context);
     } catch (error) {
       if (this.events.active) {
         const durationMs = this.clock.now() - startedAt;
         this.events.emit({ policy: 'bulkhead', name: this.events.name, type: 'failure', durationMs, error });
       }
-      if (error instanceof TimeoutError && error.work !== undefined) {
-        holdsSlot = false;
-        error.work.then(this.#releaseSlot, this.#releaseSlot);
-      }
+      this.#releaseAfter(error);
       throw error;
-    } finally {
-      if (holdsSlot) this.#release();
     }
+    this.#release();
+    if (this.events.active) {
+      const durationMs = this.clock.now() - startedAt;
+      this.events.emit({ policy: 'bulkhead', name: this.events.name, type: 'success', durationMs });
+    }
+    return value;
   }
 
   /** @internal Builds a refusal and reports it. */
