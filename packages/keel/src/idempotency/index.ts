@@ -16,3 +16,4 @@ export * from './key.ts';
 export * from './memory-store.ts';
 export * from './phases.ts';
 export * from './store.ts';
+export * from './telemetry.ts';

@@ -7,5 +7,6 @@
  * @module
  */
 export * from './event.ts';
+export * from './outbox-store.ts';
 export * from './telemetry.ts';
 export * from './transport.ts';

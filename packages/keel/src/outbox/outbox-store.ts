@@ -1,0 +1,71 @@
+/**
+ * The storage contract of the outbox. `append` writes events through the caller's open transaction
+ * so they commit or roll back with the state change; the relay then claims, publishes and marks
+ * them. A store implements these primitives on one database (`keel/sqlite`, `keel/postgres`); the
+ * relay owns retries, back-off and telemetry.
+ *
+ * @module
+ */
+import type { TransactionHandle } from '../idempotency/store.ts';
+import type { NewOutboxEvent, OutboxEvent } from './event.ts';
+import type { OutboxGauges } from './telemetry.ts';
+
+/** An event as the outbox keeps it. */
+export interface StoredOutboxEvent extends OutboxEvent {
+  /** When the broker confirmed it; `null` while unpublished. */
+  readonly publishedAt: number | null;
+  /** Failed publish attempts since it was appended (or requeued). */
+  readonly attempts: number;
+  /** The last publish error's message, if any. */
+  readonly lastError: string | null;
+}
+
+/** Selects stored events for inspection and replay. Criteria combine with AND. */
+export interface OutboxFilter {
+  readonly ids?: readonly string[];
+  /** Appended at or after (epoch ms). */
+  readonly since?: number;
+  /** Appended before (epoch ms). */
+  readonly until?: number;
+  readonly type?: string;
+  readonly aggregateType?: string;
+  readonly aggregateId?: string;
+  /** Only published (`true`) or only unpublished (`false`) events. */
+  readonly published?: boolean;
+  /** At most this many, oldest first. Default 1000. */
+  readonly limit?: number;
+}
+
+/** The primitives an outbox store implements. */
+export interface OutboxStore {
+  /**
+   * Validates and writes events inside `tx` (the caller's open transaction: a `pg` client inside
+   * `BEGIN`, or the `node:sqlite` database inside `BEGIN`). Nothing is written when any event is
+   * invalid. Returns the events as stored, with their ids and times.
+   */
+  append(tx: TransactionHandle, events: NewOutboxEvent | readonly NewOutboxEvent[]): Promise<OutboxEvent[]>;
+  /**
+   * Claims up to `limit` unpublished events for `relayId` for `leaseMs`, oldest first, skipping
+   * events claimed by another live relay and never returning an event while an earlier event of
+   * the same aggregate is unpublished and not in the same batch. Events whose retry time has not
+   * come are skipped.
+   */
+  claim(relayId: string, limit: number, leaseMs: number): Promise<OutboxEvent[]>;
+  /** Marks events as published, if `relayId` still holds their claim. */
+  markPublished(relayId: string, ids: readonly string[]): Promise<void>;
+  /** Gives up the claim on a failed event, counting the attempt; it is claimable again at `retryAt`. */
+  release(relayId: string, id: string, error: string, retryAt: number): Promise<void>;
+  /** Events matching `filter`, oldest first. */
+  find(filter: OutboxFilter): Promise<StoredOutboxEvent[]>;
+  /** Marks published events unpublished again, keeping their ids, so the relay publishes them anew. */
+  requeue(ids: readonly string[]): Promise<number>;
+  /** Deletes up to `limit` events published before `before`; returns how many. */
+  prunePublished(before: number, limit: number): Promise<number>;
+  /** Unpublished count and the oldest unpublished event's age. */
+  gauges(): Promise<OutboxGauges>;
+  /**
+   * Resolves when events may have been appended (a Postgres `NOTIFY`, a same-process append), or
+   * when `signal` aborts. Stores without a wake-up resolve only on abort and the relay polls.
+   */
+  appended(signal: AbortSignal): Promise<void>;
+}
