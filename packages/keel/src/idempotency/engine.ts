@@ -174,6 +174,11 @@ export class IdempotencyEngine {
     const key = scopedKey(request.principal, request.method, request.route, request.key);
 
     // A few rounds at most: each lost race means another request changed the record meanwhile.
+    // Most keys are new: try to claim first and read only when someone holds the key already.
+    const first = this.#newRecord(key, print, sequence, this.clock.now());
+    if (await this.store.insertIfAbsent(first)) {
+      return { kind: 'execute', lease: new IdempotencyLease(this, first, false) };
+    }
     for (let round = 0; round < 5; round++) {
       const now = this.clock.now();
       const existing = await this.store.get(key);

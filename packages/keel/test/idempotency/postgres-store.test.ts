@@ -134,6 +134,76 @@ describeWithService('DATABASE_URL', 'postgresStore against Postgres', (url) => {
     expect(await store.delete('k', first.token)).toBe(false);
   });
 
+  it('sends the operations of one event-loop turn as one statement per kind, each caller getting its own answer', async () => {
+    const table = uniqueTable();
+    tables.push(`"${table}"`);
+    const statements: string[] = [];
+    const counting = {
+      query: (text: string, values?: unknown[]) => {
+        statements.push(text);
+        return pool.query(text, values);
+      },
+    };
+    const store = postgresStore({ pool: counting, table });
+    await store.ensureSchema();
+    const existing = Array.from({ length: 10 }, (_, i) => record(`old-${i}`));
+    await Promise.all(existing.map((r) => store.insertIfAbsent(r)));
+
+    statements.length = 0;
+    const fresh = Array.from({ length: 30 }, (_, i) => record(`new-${i}`));
+    const claimed = await Promise.all([...existing, ...fresh].map((r) => store.insertIfAbsent(r)));
+    expect(claimed).toEqual([...existing.map(() => false), ...fresh.map(() => true)]);
+    expect(statements).toHaveLength(1);
+
+    statements.length = 0;
+    const read = await Promise.all(['new-0', 'missing', 'old-3', 'new-0'].map((k) => store.get(k)));
+    expect(read.map((r) => r?.token)).toEqual([
+      fresh[0]?.token,
+      undefined,
+      existing[3]?.token,
+      fresh[0]?.token,
+    ]);
+    expect(statements).toHaveLength(1);
+
+    statements.length = 0;
+    const replaced = await Promise.all(
+      fresh.map((r, i) => store.replace(i % 2 === 0 ? r.token : 'stale-token', { ...r, recoveryPoint: 'p' })),
+    );
+    expect(replaced).toEqual(fresh.map((_, i) => i % 2 === 0));
+    expect(statements).toHaveLength(1);
+    expect((await store.get('new-1'))?.recoveryPoint).toBeNull();
+    expect((await store.get('new-2'))?.recoveryPoint).toBe('p');
+
+    const deleted = await Promise.all(existing.map((r, i) => store.delete(r.key, i < 5 ? r.token : 'stale')));
+    expect(deleted).toEqual(existing.map((_, i) => i < 5));
+  });
+
+  it("keeps the stored token the winner's when one turn claims a key twice", async () => {
+    const store = await freshStore();
+    const contenders = Array.from({ length: 5 }, () => record('same'));
+    const won = await Promise.all(contenders.map((r) => store.insertIfAbsent(r)));
+    expect(won.filter(Boolean)).toHaveLength(1);
+    expect((await store.get('same'))?.token).toBe(contenders[won.indexOf(true)]?.token);
+  });
+
+  it('fails only the caller whose row is bad, not the others sharing its statement', async () => {
+    const store = await freshStore();
+    const a = record('a');
+    const b = record('b');
+    await Promise.all([store.insertIfAbsent(a), store.insertIfAbsent(b)]);
+    const results = await Promise.allSettled([
+      store.replace(a.token, { ...a, recoveryPoint: 'charged' }),
+      store.replace(b.token, { ...b, state: 'bogus' as 'completed' }),
+      store.insertIfAbsent(record('c')),
+      store.insertIfAbsent(record('d', { state: 'bogus' as 'completed' })),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected']);
+    expect((await store.get('a'))?.recoveryPoint).toBe('charged');
+    expect((await store.get('b'))?.state).toBe('in-flight');
+    expect(await store.get('c')).toBeDefined();
+    expect(await store.get('d')).toBeUndefined();
+  });
+
   it('purges in bounded batches, and parallel sweepers never purge a row twice', async () => {
     const store = await freshStore();
     for (let i = 0; i < 50; i++) await store.insertIfAbsent(record(`old-${i}`, { expiresAt: 1_000 + i }));

@@ -34,6 +34,7 @@ describe('sqliteStore', () => {
       { type: 'table', name: 'idem_a' },
       { type: 'index', name: 'idem_a_expires_idx' },
       { type: 'index', name: 'idem_a_lease_idx' },
+      { type: 'index', name: 'sqlite_autoindex_idem_a_1' },
     ]);
     expect(sqliteStore({ db }).table).toBe('keel_idempotency');
     db.close();
@@ -170,6 +171,70 @@ describe('sqliteStore', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('group-commits the writes of one event-loop turn, acknowledging each only once committed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-sqlite-group-'));
+    try {
+      const path = join(dir, 'idem.db');
+      const db = new DatabaseSync(path, { timeout: 5_000 });
+      db.exec('PRAGMA journal_mode = WAL');
+      const reader = new DatabaseSync(path, { timeout: 5_000 });
+      const begins: string[] = [];
+      const counting = {
+        exec: (sql: string) => {
+          if (sql.startsWith('BEGIN')) begins.push(sql);
+          return db.exec(sql);
+        },
+        prepare: (sql: string) => db.prepare(sql),
+      };
+      const store = sqliteStore({ db: counting });
+      const records = Array.from({ length: 50 }, (_, i) => record(`group-${i}`));
+      const inserted = await Promise.all(records.map((r) => store.insertIfAbsent(r)));
+      expect(inserted.every(Boolean)).toBe(true);
+      expect(begins).toEqual(['BEGIN IMMEDIATE']);
+      // Acknowledged means committed: another connection already sees every row.
+      expect(reader.prepare('SELECT count(*) AS n FROM keel_idempotency').get()).toEqual({ n: 50 });
+      // The same key claimed twice in one group: exactly one claim wins.
+      const twice = await Promise.all([
+        store.insertIfAbsent(record('dup')),
+        store.insertIfAbsent(record('dup')),
+      ]);
+      expect(twice.filter(Boolean)).toHaveLength(1);
+      reader.close();
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps one failing write of a group from failing the others'", async () => {
+    const db = new DatabaseSync(':memory:');
+    const store = sqliteStore({ db });
+    const a = record('a');
+    const b = record('b');
+    await Promise.all([store.insertIfAbsent(a), store.insertIfAbsent(b)]);
+    const results = await Promise.allSettled([
+      store.replace(a.token, { ...a, recoveryPoint: 'charged' }),
+      // Violates the table's CHECK on state: this write alone must fail.
+      store.replace(b.token, { ...b, state: 'bogus' as 'completed' }),
+      store.insertIfAbsent(record('c')),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((await store.get('a'))?.recoveryPoint).toBe('charged');
+    expect((await store.get('b'))?.state).toBe('in-flight');
+    expect(await store.get('c')).toBeDefined();
+    db.close();
+  });
+
+  it('lets grouped writes join a transaction left open on its handle, as single statements would', async () => {
+    const db = new DatabaseSync(':memory:');
+    const store = sqliteStore({ db });
+    db.exec('BEGIN IMMEDIATE');
+    expect(await store.insertIfAbsent(record('joined'))).toBe(true);
+    db.exec('ROLLBACK');
+    expect(await store.get('joined')).toBeUndefined();
+    db.close();
   });
 
   it('exposes its class and DDL for migration tools', () => {

@@ -7,6 +7,7 @@ import {
   recordValues,
 } from '../../idempotency/sql-record.ts';
 import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
+import { StatementBatch } from './statement-batch.ts';
 
 /**
  * The part of a `pg` `Pool`, `PoolClient` or `Client` this store calls. Keel never imports `pg`;
@@ -37,6 +38,59 @@ export interface PostgresIdempotencyStoreOptions {
 }
 
 const DEFAULTS = Object.freeze({ table: 'keel_idempotency' });
+
+/** Most operations one batched statement carries. */
+const MAX_BATCH = 200;
+
+/** Most batched statements of one kind in flight; later operations wait for the next batch. */
+const MAX_IN_FLIGHT = 1;
+
+/** The element type of each {@link RECORD_COLUMNS} column when it travels as an `unnest` array. */
+const ARRAY_TYPES = [
+  'text',
+  'text',
+  'text',
+  'text',
+  'bigint',
+  'bigint',
+  'bigint',
+  'text',
+  'text',
+  'text',
+  'bigint',
+  'bigint',
+] as const;
+
+/** `v.key, v.fingerprint, …` with the `jsonb` columns cast back from text. */
+const SELECT_VALUES = RECORD_COLUMNS.split(', ')
+  .map((c) => (c === 'response' || c === 'phases' ? `v.${c}::jsonb` : `v.${c}`))
+  .join(', ');
+
+interface ReplaceOp {
+  readonly expectedToken: string;
+  readonly record: IdempotencyRecord;
+}
+
+interface DeleteOp {
+  readonly key: string;
+  readonly expectedToken: string;
+}
+
+/** Column-wise arrays of the records' values, key first, for `unnest`. */
+function columnsOf(records: readonly IdempotencyRecord[]): unknown[][] {
+  const columns: unknown[][] = ARRAY_TYPES.map(() => new Array(records.length));
+  for (let r = 0; r < records.length; r++) {
+    const record = records[r] as IdempotencyRecord;
+    const values = [record.key, ...recordValues(record)];
+    for (let c = 0; c < values.length; c++) (columns[c] as unknown[])[r] = values[c];
+  }
+  return columns;
+}
+
+/** The keys a `RETURNING key` statement touched. */
+function returnedKeys(rows: unknown[]): Set<string> {
+  return new Set((rows as Array<{ key: string }>).map((row) => row.key));
+}
 
 /** Room left for the index suffixes (`_lease_idx`, `_expires_idx`) within Postgres' 63-byte names. */
 const MAX_TABLE_LENGTH = 48;
@@ -94,7 +148,9 @@ export const POSTGRES_IDEMPOTENCY_DDL: string = postgresIdempotencyDdl();
  * An idempotency store in one Postgres table. Every primitive is a single statement: insert is
  * `INSERT … ON CONFLICT DO NOTHING`, replace and delete are fenced by `WHERE token = $n`, and the
  * purge deletes a bounded batch with `FOR UPDATE SKIP LOCKED` so several sweepers never block each
- * other. `replace` runs on the caller's transaction client when one is passed as `tx`, so the
+ * other. Reads, claims, completions and releases issued during the same event-loop turn by
+ * concurrent requests travel together as one statement over arrays, so a busy service pays one
+ * round trip and one commit for many keys. `replace` runs on the caller's transaction client when one is passed as `tx`, so the
  * business write and the stored response commit — or roll back — together.
  *
  * The response and phases are `jsonb`, which cannot hold the character U+0000: encode binary bodies
@@ -114,6 +170,11 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   /** The DDL {@link ensureSchema} runs, for a migration tool. */
   readonly ddl: string;
   readonly #sql: Readonly<Record<'get' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge', string>>;
+  readonly #batchSql: Readonly<Record<'get' | 'insert' | 'replace' | 'delete', string>>;
+  readonly #gets: StatementBatch<string, IdempotencyRecord | undefined>;
+  readonly #inserts: StatementBatch<IdempotencyRecord, boolean>;
+  readonly #replaces: StatementBatch<ReplaceOp, boolean>;
+  readonly #deletes: StatementBatch<DeleteOp, boolean>;
 
   constructor(options: PostgresIdempotencyStoreOptions) {
     if (typeof options?.pool?.query !== 'function') {
@@ -127,6 +188,23 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       this.schema === undefined ? { table: this.table } : { table: this.table, schema: this.schema },
     );
     const t = this.qualifiedName;
+    const unnest = (from: number) =>
+      `unnest(${ARRAY_TYPES.map((type, i) => `$${from + i}::${type}[]`).join(', ')})`;
+    this.#batchSql = Object.freeze({
+      get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = ANY($1::text[])`,
+      insert: `INSERT INTO ${t} (${RECORD_COLUMNS})
+        SELECT ${SELECT_VALUES} FROM ${unnest(1)} AS v(${RECORD_COLUMNS})
+        ON CONFLICT (key) DO NOTHING RETURNING key`,
+      replace: `UPDATE ${t} AS t SET fingerprint = v.fingerprint, state = v.state, token = v.token,
+        lease_until = v.lease_until, expires_at = v.expires_at, sequence = v.sequence,
+        response = v.response::jsonb, recovery_point = v.recovery_point, phases = v.phases::jsonb,
+        created_at = v.created_at, updated_at = v.updated_at
+        FROM unnest($1::text[], ${unnest(2).slice('unnest('.length)} AS v(expected, ${RECORD_COLUMNS})
+        WHERE t.key = v.key AND t.token = v.expected
+        RETURNING t.key`,
+      delete: `DELETE FROM ${t} AS t USING unnest($1::text[], $2::text[]) AS v(key, token)
+        WHERE t.key = v.key AND t.token = v.token RETURNING t.key`,
+    });
     this.#sql = Object.freeze({
       get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = $1`,
       insert: `INSERT INTO ${t} (${RECORD_COLUMNS})
@@ -141,6 +219,62 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
         ORDER BY lease_until LIMIT $2`,
       purge: `DELETE FROM ${t} WHERE key IN (
         SELECT key FROM ${t} WHERE expires_at < $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+    });
+    this.#gets = new StatementBatch({
+      many: async (keys) => {
+        const { rows } = await this.pool.query(this.#batchSql.get, [keys]);
+        const found = new Map((rows as RecordRow[]).map((row) => [row.key, row]));
+        return keys.map((key) => {
+          const row = found.get(key);
+          return row && recordFromRow(row);
+        });
+      },
+      one: async (key) => {
+        const { rows } = await this.pool.query(this.#sql.get, [key]);
+        const row = rows[0] as RecordRow | undefined;
+        return row && recordFromRow(row);
+      },
+      keyOf: (key) => key,
+      distinctKeys: false,
+      maxBatch: MAX_BATCH,
+      maxInFlight: MAX_IN_FLIGHT,
+    });
+    this.#inserts = new StatementBatch({
+      many: async (records) => {
+        const { rows } = await this.pool.query(this.#batchSql.insert, columnsOf(records));
+        const inserted = returnedKeys(rows);
+        return records.map((record) => inserted.has(record.key));
+      },
+      one: async (record) =>
+        (await this.pool.query(this.#sql.insert, [record.key, ...recordValues(record)])).rowCount === 1,
+      keyOf: (record) => record.key,
+      distinctKeys: true,
+      maxBatch: MAX_BATCH,
+      maxInFlight: MAX_IN_FLIGHT,
+    });
+    this.#replaces = new StatementBatch({
+      many: async (ops) => {
+        const values = [ops.map((op) => op.expectedToken), ...columnsOf(ops.map((op) => op.record))];
+        const replaced = returnedKeys((await this.pool.query(this.#batchSql.replace, values)).rows);
+        return ops.map((op) => replaced.has(op.record.key));
+      },
+      one: (op) => this.#replaceOn(this.pool, op.expectedToken, op.record),
+      keyOf: (op) => op.record.key,
+      distinctKeys: true,
+      maxBatch: MAX_BATCH,
+      maxInFlight: MAX_IN_FLIGHT,
+    });
+    this.#deletes = new StatementBatch({
+      many: async (ops) => {
+        const values = [ops.map((op) => op.key), ops.map((op) => op.expectedToken)];
+        const deleted = returnedKeys((await this.pool.query(this.#batchSql.delete, values)).rows);
+        return ops.map((op) => deleted.has(op.key));
+      },
+      one: async (op) => (await this.pool.query(this.#sql.delete, [op.key, op.expectedToken])).rowCount === 1,
+      keyOf: (op) => op.key,
+      distinctKeys: true,
+      maxBatch: MAX_BATCH,
+      maxInFlight: MAX_IN_FLIGHT,
     });
   }
 
@@ -161,15 +295,12 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     );
   }
 
-  async get(key: string): Promise<IdempotencyRecord | undefined> {
-    const { rows } = await this.pool.query(this.#sql.get, [key]);
-    const row = rows[0] as RecordRow | undefined;
-    return row && recordFromRow(row);
+  get(key: string): Promise<IdempotencyRecord | undefined> {
+    return this.#gets.run(key);
   }
 
-  async insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
-    const result = await this.pool.query(this.#sql.insert, [record.key, ...recordValues(record)]);
-    return result.rowCount === 1;
+  insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
+    return this.#inserts.run(record);
   }
 
   /**
@@ -177,7 +308,11 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
    * joins that transaction: it takes the row lock there and becomes visible only on `COMMIT`.
    */
   async replace(expectedToken: string, record: IdempotencyRecord, tx?: TransactionHandle): Promise<boolean> {
-    const runner = tx === undefined || tx === null ? this.pool : asQueryable(tx);
+    if (tx === undefined || tx === null) return this.#replaces.run({ expectedToken, record });
+    return this.#replaceOn(asQueryable(tx), expectedToken, record);
+  }
+
+  async #replaceOn(runner: PostgresQueryable, expectedToken: string, record: IdempotencyRecord) {
     const result = await runner.query(this.#sql.replace, [
       record.key,
       expectedToken,
@@ -186,9 +321,8 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     return result.rowCount === 1;
   }
 
-  async delete(key: string, expectedToken: string): Promise<boolean> {
-    const result = await this.pool.query(this.#sql.delete, [key, expectedToken]);
-    return result.rowCount === 1;
+  delete(key: string, expectedToken: string): Promise<boolean> {
+    return this.#deletes.run({ key, expectedToken });
   }
 
   async expiredLeases(now: number, limit: number): Promise<IdempotencyRecord[]> {

@@ -7,6 +7,7 @@ import {
   recordValues,
 } from '../../idempotency/sql-record.ts';
 import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
+import { GroupCommit } from './group-commit.ts';
 
 /** A value bound to a statement parameter. */
 export type SqliteValue = string | number | bigint | null;
@@ -63,7 +64,9 @@ function checkTable(value: unknown): string {
 /**
  * The DDL of the idempotency table, for a migration tool. Idempotent (`IF NOT EXISTS`). Times are
  * `INTEGER` epoch milliseconds; the response and phases are JSON text. A partial index serves the
- * expired-lease sweep and another the retention purge.
+ * expired-lease sweep and another the retention purge. Rows live in rowid order, not key order:
+ * keys are hashes, so a table clustered on them would dirty a random page on every claim and again on
+ * every completion, while recent rows share the last pages and a group commit writes them once.
  *
  * @example
  * db.exec(sqliteIdempotencyDdl({ table: 'idempotency' }));
@@ -71,7 +74,8 @@ function checkTable(value: unknown): string {
 export function sqliteIdempotencyDdl(options: { table?: string } = {}): string {
   const table = checkTable(options.table ?? DEFAULTS.table);
   return `CREATE TABLE IF NOT EXISTS "${table}" (
-  key TEXT PRIMARY KEY NOT NULL,
+  id INTEGER PRIMARY KEY,
+  key TEXT NOT NULL UNIQUE,
   fingerprint TEXT NOT NULL,
   state TEXT NOT NULL CHECK (state IN ('in-flight', 'completed')),
   token TEXT NOT NULL,
@@ -83,7 +87,7 @@ export function sqliteIdempotencyDdl(options: { table?: string } = {}): string {
   phases TEXT NOT NULL DEFAULT '{}',
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS "${table}_lease_idx" ON "${table}" (lease_until) WHERE state = 'in-flight';
 CREATE INDEX IF NOT EXISTS "${table}_expires_idx" ON "${table}" (expires_at);
 `;
@@ -97,8 +101,11 @@ type StatementName = 'get' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge
  * are fenced by `WHERE key = ? AND token = ?` and succeed only when a row `changes`. Statements are
  * prepared once and reused.
  *
- * The methods return promises for the {@link IdempotencyStore} contract, but SQLite drivers are
- * synchronous: each statement runs before the method returns. Consequences:
+ * SQLite drivers are synchronous, and in WAL mode each commit appends every page it dirtied to the
+ * log, so the writes made without a `tx` — claiming a key, storing a response, releasing a key — are
+ * group-committed: those queued during one event-loop turn run in one `BEGIN IMMEDIATE` … `COMMIT`,
+ * and each promise resolves only after that commit. Reads, sweeps and writes given a `tx` run at
+ * once. Consequences:
  *
  * - **Transactions.** A statement on a handle with an open `BEGIN` belongs to that transaction, so
  *   `lease.complete(response, { tx: db })` between your `BEGIN` and `COMMIT` commits the stored
@@ -127,6 +134,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #statements = new Map<StatementName, SqliteStatement>();
   /** `replace` statements prepared on other handles passed as `tx`. */
   readonly #txStatements = new WeakMap<object, SqliteStatement>();
+  readonly #group: GroupCommit;
 
   constructor(options: SqliteIdempotencyStoreOptions) {
     if (typeof options?.db?.prepare !== 'function' || typeof options.db.exec !== 'function') {
@@ -138,6 +146,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     this.db = options.db;
     this.table = checkTable(options.table ?? DEFAULTS.table);
     this.ddl = sqliteIdempotencyDdl({ table: this.table });
+    this.#group = new GroupCommit(this.db);
     const t = `"${this.table}"`;
     this.#sql = Object.freeze({
       get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = ?`,
@@ -181,8 +190,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     return row && recordFromRow(row);
   }
 
-  async insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
-    return Number(this.#statement('insert').run(record.key, ...recordValues(record)).changes) === 1;
+  insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
+    const insert = this.#statement('insert');
+    return this.#group.run(() => Number(insert.run(record.key, ...recordValues(record)).changes) === 1);
   }
 
   /**
@@ -191,7 +201,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
    */
   async replace(expectedToken: string, record: IdempotencyRecord, tx?: TransactionHandle): Promise<boolean> {
     const statement = this.#replaceOn(tx);
-    return Number(statement.run(...recordValues(record), record.key, expectedToken).changes) === 1;
+    const run = () => Number(statement.run(...recordValues(record), record.key, expectedToken).changes) === 1;
+    // Inside the caller's transaction the write must happen now, before their COMMIT.
+    return tx === undefined ? this.#group.run(run) : run();
   }
 
   #replaceOn(tx: TransactionHandle): SqliteStatement {
@@ -208,8 +220,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     return statement;
   }
 
-  async delete(key: string, expectedToken: string): Promise<boolean> {
-    return Number(this.#statement('delete').run(key, expectedToken).changes) === 1;
+  delete(key: string, expectedToken: string): Promise<boolean> {
+    const statement = this.#statement('delete');
+    return this.#group.run(() => Number(statement.run(key, expectedToken).changes) === 1);
   }
 
   async expiredLeases(now: number, limit: number): Promise<IdempotencyRecord[]> {
