@@ -7,6 +7,7 @@ import {
   recordValues,
 } from '../../idempotency/sql-record.ts';
 import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
+import { BatchedWrites, keyOfWrite, type WriteOp } from './batched-writes.ts';
 import { StatementBatch } from './statement-batch.ts';
 
 /**
@@ -44,53 +45,6 @@ const MAX_BATCH = 200;
 
 /** Most batched statements of one kind in flight; later operations wait for the next batch. */
 const MAX_IN_FLIGHT = 1;
-
-/** The element type of each {@link RECORD_COLUMNS} column when it travels as an `unnest` array. */
-const ARRAY_TYPES = [
-  'text',
-  'text',
-  'text',
-  'text',
-  'bigint',
-  'bigint',
-  'bigint',
-  'text',
-  'text',
-  'text',
-  'bigint',
-  'bigint',
-] as const;
-
-/** `v.key, v.fingerprint, …` with the `jsonb` columns cast back from text. */
-const SELECT_VALUES = RECORD_COLUMNS.split(', ')
-  .map((c) => (c === 'response' || c === 'phases' ? `v.${c}::jsonb` : `v.${c}`))
-  .join(', ');
-
-interface ReplaceOp {
-  readonly expectedToken: string;
-  readonly record: IdempotencyRecord;
-}
-
-interface DeleteOp {
-  readonly key: string;
-  readonly expectedToken: string;
-}
-
-/** Column-wise arrays of the records' values, key first, for `unnest`. */
-function columnsOf(records: readonly IdempotencyRecord[]): unknown[][] {
-  const columns: unknown[][] = ARRAY_TYPES.map(() => new Array(records.length));
-  for (let r = 0; r < records.length; r++) {
-    const record = records[r] as IdempotencyRecord;
-    const values = [record.key, ...recordValues(record)];
-    for (let c = 0; c < values.length; c++) (columns[c] as unknown[])[r] = values[c];
-  }
-  return columns;
-}
-
-/** The keys a `RETURNING key` statement touched. */
-function returnedKeys(rows: unknown[]): Set<string> {
-  return new Set((rows as Array<{ key: string }>).map((row) => row.key));
-}
 
 /** Room left for the index suffixes (`_lease_idx`, `_expires_idx`) within Postgres' 63-byte names. */
 const MAX_TABLE_LENGTH = 48;
@@ -169,12 +123,11 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly qualifiedName: string;
   /** The DDL {@link ensureSchema} runs, for a migration tool. */
   readonly ddl: string;
-  readonly #sql: Readonly<Record<'get' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge', string>>;
-  readonly #batchSql: Readonly<Record<'get' | 'insert' | 'replace' | 'delete', string>>;
+  readonly #sql: Readonly<
+    Record<'get' | 'getMany' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge', string>
+  >;
   readonly #gets: StatementBatch<string, IdempotencyRecord | undefined>;
-  readonly #inserts: StatementBatch<IdempotencyRecord, boolean>;
-  readonly #replaces: StatementBatch<ReplaceOp, boolean>;
-  readonly #deletes: StatementBatch<DeleteOp, boolean>;
+  readonly #writes: StatementBatch<WriteOp, boolean>;
 
   constructor(options: PostgresIdempotencyStoreOptions) {
     if (typeof options?.pool?.query !== 'function') {
@@ -188,25 +141,9 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       this.schema === undefined ? { table: this.table } : { table: this.table, schema: this.schema },
     );
     const t = this.qualifiedName;
-    const unnest = (from: number) =>
-      `unnest(${ARRAY_TYPES.map((type, i) => `$${from + i}::${type}[]`).join(', ')})`;
-    this.#batchSql = Object.freeze({
-      get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = ANY($1::text[])`,
-      insert: `INSERT INTO ${t} (${RECORD_COLUMNS})
-        SELECT ${SELECT_VALUES} FROM ${unnest(1)} AS v(${RECORD_COLUMNS})
-        ON CONFLICT (key) DO NOTHING RETURNING key`,
-      replace: `UPDATE ${t} AS t SET fingerprint = v.fingerprint, state = v.state, token = v.token,
-        lease_until = v.lease_until, expires_at = v.expires_at, sequence = v.sequence,
-        response = v.response::jsonb, recovery_point = v.recovery_point, phases = v.phases::jsonb,
-        created_at = v.created_at, updated_at = v.updated_at
-        FROM unnest($1::text[], ${unnest(2).slice('unnest('.length)} AS v(expected, ${RECORD_COLUMNS})
-        WHERE t.key = v.key AND t.token = v.expected
-        RETURNING t.key`,
-      delete: `DELETE FROM ${t} AS t USING unnest($1::text[], $2::text[]) AS v(key, token)
-        WHERE t.key = v.key AND t.token = v.token RETURNING t.key`,
-    });
     this.#sql = Object.freeze({
       get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = $1`,
+      getMany: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = ANY($1::text[])`,
       insert: `INSERT INTO ${t} (${RECORD_COLUMNS})
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12)
         ON CONFLICT (key) DO NOTHING`,
@@ -222,7 +159,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     });
     this.#gets = new StatementBatch({
       many: async (keys) => {
-        const { rows } = await this.pool.query(this.#batchSql.get, [keys]);
+        const { rows } = await this.pool.query(this.#sql.getMany, [keys]);
         const found = new Map((rows as RecordRow[]).map((row) => [row.key, row]));
         return keys.map((key) => {
           const row = found.get(key);
@@ -239,39 +176,14 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       maxBatch: MAX_BATCH,
       maxInFlight: MAX_IN_FLIGHT,
     });
-    this.#inserts = new StatementBatch({
-      many: async (records) => {
-        const { rows } = await this.pool.query(this.#batchSql.insert, columnsOf(records));
-        const inserted = returnedKeys(rows);
-        return records.map((record) => inserted.has(record.key));
-      },
-      one: async (record) =>
-        (await this.pool.query(this.#sql.insert, [record.key, ...recordValues(record)])).rowCount === 1,
-      keyOf: (record) => record.key,
-      distinctKeys: true,
-      maxBatch: MAX_BATCH,
-      maxInFlight: MAX_IN_FLIGHT,
-    });
-    this.#replaces = new StatementBatch({
+    const batched = new BatchedWrites(t);
+    this.#writes = new StatementBatch({
       many: async (ops) => {
-        const values = [ops.map((op) => op.expectedToken), ...columnsOf(ops.map((op) => op.record))];
-        const replaced = returnedKeys((await this.pool.query(this.#batchSql.replace, values)).rows);
-        return ops.map((op) => replaced.has(op.record.key));
+        const { text, values } = batched.statement(ops);
+        return batched.results(ops, (await this.pool.query(text, values)).rows);
       },
-      one: (op) => this.#replaceOn(this.pool, op.expectedToken, op.record),
-      keyOf: (op) => op.record.key,
-      distinctKeys: true,
-      maxBatch: MAX_BATCH,
-      maxInFlight: MAX_IN_FLIGHT,
-    });
-    this.#deletes = new StatementBatch({
-      many: async (ops) => {
-        const values = [ops.map((op) => op.key), ops.map((op) => op.expectedToken)];
-        const deleted = returnedKeys((await this.pool.query(this.#batchSql.delete, values)).rows);
-        return ops.map((op) => deleted.has(op.key));
-      },
-      one: async (op) => (await this.pool.query(this.#sql.delete, [op.key, op.expectedToken])).rowCount === 1,
-      keyOf: (op) => op.key,
+      one: (op) => this.#writeOne(op),
+      keyOf: keyOfWrite,
       distinctKeys: true,
       maxBatch: MAX_BATCH,
       maxInFlight: MAX_IN_FLIGHT,
@@ -300,7 +212,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   }
 
   insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
-    return this.#inserts.run(record);
+    return this.#writes.run({ kind: 'insert', record });
   }
 
   /**
@@ -308,8 +220,17 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
    * joins that transaction: it takes the row lock there and becomes visible only on `COMMIT`.
    */
   async replace(expectedToken: string, record: IdempotencyRecord, tx?: TransactionHandle): Promise<boolean> {
-    if (tx === undefined || tx === null) return this.#replaces.run({ expectedToken, record });
+    if (tx === undefined || tx === null) return this.#writes.run({ kind: 'replace', expectedToken, record });
     return this.#replaceOn(asQueryable(tx), expectedToken, record);
+  }
+
+  async #writeOne(op: WriteOp): Promise<boolean> {
+    if (op.kind === 'replace') return this.#replaceOn(this.pool, op.expectedToken, op.record);
+    const result =
+      op.kind === 'insert'
+        ? await this.pool.query(this.#sql.insert, [op.record.key, ...recordValues(op.record)])
+        : await this.pool.query(this.#sql.delete, [op.key, op.expectedToken]);
+    return result.rowCount === 1;
   }
 
   async #replaceOn(runner: PostgresQueryable, expectedToken: string, record: IdempotencyRecord) {
@@ -322,7 +243,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   }
 
   delete(key: string, expectedToken: string): Promise<boolean> {
-    return this.#deletes.run({ key, expectedToken });
+    return this.#writes.run({ kind: 'delete', key, expectedToken });
   }
 
   async expiredLeases(now: number, limit: number): Promise<IdempotencyRecord[]> {
