@@ -30,6 +30,7 @@ import {
   type WallClock,
   wallClock,
 } from './store.ts';
+import type { IdempotencyTelemetry, IdempotencyTelemetryEvent } from './telemetry.ts';
 
 /** Headers never stored or replayed, whatever the allow-list says. */
 const NEVER_REPLAYED: ReadonlySet<string> = new Set([
@@ -82,6 +83,10 @@ export interface IdempotencyOptions {
   maxPayloadChars?: number;
   /** @default wallClock (`Date.now`; leases are compared across processes) */
   clock?: WallClock;
+  /** Receives replays, conflicts, mismatches, completions and lost leases (see `keel/observe`). */
+  telemetry?: IdempotencyTelemetry;
+  /** Names this engine in telemetry, usually the route or service it guards. @default 'idempotency' */
+  name?: string;
 }
 
 const DEFAULTS = Object.freeze({
@@ -127,6 +132,8 @@ export class IdempotencyEngine {
   readonly retentionMs: number;
   readonly header: string;
   readonly clock: WallClock;
+  readonly name: string;
+  readonly #telemetry: IdempotencyTelemetry | undefined;
   readonly #shouldStore: (status: number) => boolean;
   readonly #replayHeaders: ReadonlySet<string>;
   readonly #beforeStore: ((response: StoredResponse) => StoredResponse) | undefined;
@@ -157,6 +164,31 @@ export class IdempotencyEngine {
       options.maxPayloadChars ?? DEFAULTS.maxPayloadChars,
     );
     this.clock = options.clock ?? wallClock;
+    this.name = options.name ?? 'idempotency';
+    if (typeof this.name !== 'string' || this.name.length === 0) {
+      throw new InvalidOptionError('name', 'must be a non-empty string');
+    }
+    if (options.telemetry !== undefined && typeof options.telemetry?.emit !== 'function') {
+      throw new InvalidOptionError('telemetry', 'must have an emit(event) method');
+    }
+    this.#telemetry = options.telemetry;
+  }
+
+  /** @internal Delivers a telemetry event; a throwing sink never breaks a request. */
+  report(event: IdempotencyTelemetryEvent): void {
+    if (this.#telemetry === undefined) return;
+    try {
+      this.#telemetry.emit(event);
+    } catch (error) {
+      process.emitWarning(`A Keel idempotency telemetry sink threw: ${String(error)}`, {
+        code: 'KEEL_LISTENER_THREW',
+      });
+    }
+  }
+
+  /** @internal True when someone listens, so events are built only then. */
+  get reporting(): boolean {
+    return this.#telemetry !== undefined;
   }
 
   /**
@@ -164,6 +196,25 @@ export class IdempotencyEngine {
    * body) for requests that must be refused.
    */
   async begin(request: IdempotentRequest): Promise<IdempotencyDecision> {
+    if (this.#telemetry === undefined || request.key === undefined) return this.#decide(request);
+    const base = { name: this.name, key: request.key };
+    try {
+      const decision = await this.#decide(request);
+      if (decision.kind === 'execute') {
+        this.report({ ...base, type: 'executed', resumed: decision.lease.resumed });
+      } else if (decision.kind === 'replay') {
+        this.report({ ...base, type: 'replayed', status: decision.response.status });
+      }
+      return decision;
+    } catch (error) {
+      if (error instanceof IdempotencyKeyInFlightError) this.report({ ...base, type: 'in-flight-conflict' });
+      else if (error instanceof IdempotencyKeyMismatchError) this.report({ ...base, type: 'mismatch' });
+      else if (error instanceof IdempotencySupersededError) this.report({ ...base, type: 'superseded' });
+      throw error;
+    }
+  }
+
+  async #decide(request: IdempotentRequest): Promise<IdempotencyDecision> {
     if (request.key === undefined) {
       if (this.required) throw new IdempotencyKeyMissingError(this.header);
       return { kind: 'bypass' };
@@ -177,7 +228,7 @@ export class IdempotencyEngine {
     // Most keys are new: try to claim first and read only when someone holds the key already.
     const first = this.#newRecord(key, print, sequence, this.clock.now());
     if (await this.store.insertIfAbsent(first)) {
-      return { kind: 'execute', lease: new IdempotencyLease(this, first, false) };
+      return { kind: 'execute', lease: new IdempotencyLease(this, first, false, request.key) };
     }
     for (let round = 0; round < 5; round++) {
       const now = this.clock.now();
@@ -188,7 +239,7 @@ export class IdempotencyEngine {
           existing === undefined
             ? await this.store.insertIfAbsent(fresh)
             : await this.store.replace(existing.token, fresh);
-        if (won) return { kind: 'execute', lease: new IdempotencyLease(this, fresh, false) };
+        if (won) return { kind: 'execute', lease: new IdempotencyLease(this, fresh, false, request.key) };
         continue;
       }
       if (this.mode === 'latest-wins' && sequence !== null && existing.sequence !== null) {
@@ -196,7 +247,7 @@ export class IdempotencyEngine {
         if (sequence > existing.sequence) {
           const fresh = this.#newRecord(key, print, sequence, now);
           if (await this.store.replace(existing.token, fresh)) {
-            return { kind: 'execute', lease: new IdempotencyLease(this, fresh, false) };
+            return { kind: 'execute', lease: new IdempotencyLease(this, fresh, false, request.key) };
           }
           continue;
         }
@@ -216,7 +267,7 @@ export class IdempotencyEngine {
         updatedAt: now,
       };
       if (await this.store.replace(existing.token, takeover)) {
-        return { kind: 'execute', lease: new IdempotencyLease(this, takeover, true) };
+        return { kind: 'execute', lease: new IdempotencyLease(this, takeover, true, request.key) };
       }
     }
     throw new IdempotencyKeyInFlightError(1);
@@ -311,10 +362,14 @@ export class IdempotencyLease {
   /** True when this lease took over a key whose previous holder stopped before finishing. */
   readonly resumed: boolean;
 
-  constructor(engine: IdempotencyEngine, record: IdempotencyRecord, resumed: boolean) {
+  /** The client's key as sent, for telemetry. */
+  readonly #clientKey: string;
+
+  constructor(engine: IdempotencyEngine, record: IdempotencyRecord, resumed: boolean, clientKey = '') {
     this.#engine = engine;
     this.#record = record;
     this.resumed = resumed;
+    this.#clientKey = clientKey;
   }
 
   /** The scoped key (a hash; never the client's raw key). */
@@ -384,6 +439,7 @@ export class IdempotencyLease {
       // A failure after committed phases keeps them: the retry resumes instead of starting over.
       if (this.#record.recoveryPoint !== null) await this.suspend();
       else await this.release();
+      this.#report('released');
       return undefined;
     }
     const stored = this.#engine.prepareForStore(response);
@@ -399,6 +455,14 @@ export class IdempotencyLease {
       },
       options.tx,
     );
+    if (this.#engine.reporting) {
+      this.#engine.report({
+        name: this.#engine.name,
+        key: this.#clientKey,
+        type: 'completed',
+        status: stored.status,
+      });
+    }
     return stored;
   }
 
@@ -423,7 +487,12 @@ export class IdempotencyLease {
     this.#record = next;
   }
 
+  #report(type: 'released' | 'lease-lost'): void {
+    if (this.#engine.reporting) this.#engine.report({ name: this.#engine.name, key: this.#clientKey, type });
+  }
+
   async #lost(tx?: TransactionHandle): Promise<never> {
+    this.#report('lease-lost');
     // Inside the caller's transaction, a second connection to read the winner could wait on the very
     // pool that transaction holds; the lease is lost either way, so say so without looking.
     if (tx !== undefined) throw new IdempotencyLeaseLostError();

@@ -454,3 +454,62 @@ describe('engine fingerprint', () => {
     expect(record?.fingerprint).toBe(print({ a: [1, { c: 2, d: 1 }], b: 2 }, { id: '7' }));
   });
 });
+
+describe('engine telemetry', () => {
+  it('reports every verdict and outcome with the client key, and survives a throwing sink', async () => {
+    const events: Array<{ type: string; key: string; name: string }> = [];
+    const { engine, time } = setup({
+      name: 'charges',
+      telemetry: { emit: (event) => void events.push(event) },
+      leaseMs: 1_000,
+    });
+    const first = await engine.begin(request());
+    await expect(engine.begin(request())).rejects.toBeInstanceOf(IdempotencyKeyInFlightError);
+    await expect(engine.begin(request({ payload: { amount: 1 } }))).rejects.toBeInstanceOf(
+      IdempotencyKeyMismatchError,
+    );
+    if (first.kind !== 'execute') throw new Error('expected execute');
+    await first.lease.complete(created);
+    await engine.begin(request());
+
+    const failing = await engine.begin(request({ key: 'key-2' }));
+    if (failing.kind !== 'execute') throw new Error('expected execute');
+    await failing.lease.complete({ status: 503, headers: {}, body: null });
+
+    const stale = await engine.begin(request({ key: 'key-3' }));
+    if (stale.kind !== 'execute') throw new Error('expected execute');
+    time.t += 1_001;
+    await engine.begin(request({ key: 'key-3' })); // taken over
+    await expect(stale.lease.complete(created)).rejects.toBeInstanceOf(IdempotencyLeaseLostError);
+
+    expect(events.map((e) => `${e.type}:${e.key}`)).toEqual([
+      'executed:key-1',
+      'in-flight-conflict:key-1',
+      'mismatch:key-1',
+      'completed:key-1',
+      'replayed:key-1',
+      'executed:key-2',
+      'released:key-2',
+      'executed:key-3',
+      'executed:key-3',
+      'lease-lost:key-3',
+    ]);
+    expect(new Set(events.map((e) => e.name))).toEqual(new Set(['charges']));
+
+    const quiet = setup({
+      telemetry: {
+        emit: () => {
+          throw new Error('sink down');
+        },
+      },
+    });
+    const warned = new Promise((resolve) => process.once('warning', resolve));
+    expect((await quiet.engine.begin(request())).kind).toBe('execute');
+    expect(String(await warned)).toMatch(/sink down/);
+  });
+
+  it('refuses a telemetry sink without emit and an empty name', () => {
+    expect(() => setup({ telemetry: {} as never })).toThrow(InvalidOptionError);
+    expect(() => setup({ name: '' })).toThrow(/^name: /);
+  });
+});
