@@ -9,3 +9,4 @@
  */
 export * from '../../http/idempotent-handler.ts';
 export * from './idempotency-middleware.ts';
+export * from './request-context.ts';

@@ -10,3 +10,4 @@
  */
 export * from '../../http/idempotent-handler.ts';
 export * from './idempotency-plugin.ts';
+export * from './request-context.ts';
