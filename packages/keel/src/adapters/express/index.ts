@@ -8,5 +8,6 @@
  * @module
  */
 export * from '../../http/idempotent-handler.ts';
+export * from './health.ts';
 export * from './idempotency-middleware.ts';
 export * from './request-context.ts';

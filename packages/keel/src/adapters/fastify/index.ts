@@ -9,5 +9,6 @@
  * @module
  */
 export * from '../../http/idempotent-handler.ts';
+export * from './health.ts';
 export * from './idempotency-plugin.ts';
 export * from './request-context.ts';
