@@ -6,7 +6,17 @@
  *
  * @module
  */
+
+export * from './consumer.ts';
+export * from './consumer-errors.ts';
+export * from './errors.ts';
 export * from './event.ts';
+export * from './in-process-transport.ts';
+export * from './inbox-store.ts';
+export * from './new-event.ts';
 export * from './outbox-store.ts';
+export * from './relay.ts';
+export * from './replay.ts';
 export * from './telemetry.ts';
 export * from './transport.ts';
+export * from './uuidv7.ts';

@@ -20,6 +20,12 @@ export interface StoredOutboxEvent extends OutboxEvent {
   readonly lastError: string | null;
 }
 
+/** An event as {@link OutboxStore.claim} hands it to the relay: with its failed attempts so far. */
+export interface ClaimedOutboxEvent extends OutboxEvent {
+  /** Failed publish attempts before this claim; the relay's back-off and telemetry count from it. */
+  readonly attempts: number;
+}
+
 /** Selects stored events for inspection and replay. Criteria combine with AND. */
 export interface OutboxFilter {
   readonly ids?: readonly string[];
@@ -50,11 +56,16 @@ export interface OutboxStore {
    * the same aggregate is unpublished and not in the same batch. Events whose retry time has not
    * come are skipped.
    */
-  claim(relayId: string, limit: number, leaseMs: number): Promise<OutboxEvent[]>;
+  claim(relayId: string, limit: number, leaseMs: number): Promise<ClaimedOutboxEvent[]>;
   /** Marks events as published, if `relayId` still holds their claim. */
   markPublished(relayId: string, ids: readonly string[]): Promise<void>;
   /** Gives up the claim on a failed event, counting the attempt; it is claimable again at `retryAt`. */
   release(relayId: string, id: string, error: string, retryAt: number): Promise<void>;
+  /**
+   * Gives up the claim on events that were not attempted (the rest of an aggregate's chain after a
+   * failure, a batch cut short by a stop), counting nothing: they are claimable again at once.
+   */
+  unclaim(relayId: string, ids: readonly string[]): Promise<void>;
   /** Events matching `filter`, oldest first. */
   find(filter: OutboxFilter): Promise<StoredOutboxEvent[]>;
   /** Marks published events unpublished again, keeping their ids, so the relay publishes them anew. */

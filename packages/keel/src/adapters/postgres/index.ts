@@ -8,3 +8,5 @@
  * @module
  */
 export * from './idempotency-store.ts';
+export * from './inbox-store.ts';
+export * from './outbox-store.ts';

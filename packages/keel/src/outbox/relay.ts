@@ -1,0 +1,537 @@
+/**
+ * The relay moves committed events from an outbox store to a broker, at least once and in order per
+ * aggregate. It claims a batch under a lease, publishes the events of different aggregates
+ * concurrently and those of one aggregate one after another, stops an aggregate at its first failed
+ * publish (so nothing overtakes it), and marks the batch published in one write. A failed event
+ * comes back after an exponential, jittered back-off; a batch in which every publish failed pauses
+ * the whole relay the same way, so a broker that is down is not hammered and the events simply wait
+ * in the table until it returns. Between batches the relay sleeps until the store reports an append
+ * (`NOTIFY`, a same-process commit) or the poll interval passes, and it prunes old published events.
+ *
+ * @module
+ */
+import { InvalidOptionError } from '../errors/keel-error.ts';
+import type { WallClock } from '../idempotency/store.ts';
+import { wallClock } from '../idempotency/store.ts';
+import { type Backoff, exponentialBackoff } from '../policy/backoff.ts';
+import { checkFunction, checkInteger, checkNumber } from '../policy/options.ts';
+import { type OutboxEvent, orderingKey } from './event.ts';
+import type { ClaimedOutboxEvent, OutboxStore } from './outbox-store.ts';
+import type { OutboxGauges, OutboxTelemetry, OutboxTelemetryEvent } from './telemetry.ts';
+import type { Transport } from './transport.ts';
+
+/** Options of {@link outboxRelay}. */
+export interface OutboxRelayOptions {
+  /** Where the events are (`sqliteOutbox`, `postgresOutbox`). */
+  store: OutboxStore;
+  /** Where they go (`inProcessTransport`, `natsTransport`, `amqpTransport`). */
+  transport: Transport;
+  /**
+   * Names this relay's claims; must differ between relays sharing a store. At most 255 characters.
+   * @default 'relay-<pid>-<random>'
+   */
+  relayId?: string;
+  /**
+   * Most events claimed at once.
+   * @default 100
+   */
+  batchSize?: number;
+  /**
+   * Most aggregates published at once within a batch.
+   * @default 16
+   */
+  concurrency?: number;
+  /**
+   * How long a claim is held. A relay that dies holding one leaves its events to others after this;
+   * a relay that is still publishing when 80% of it has passed leaves the rest of its batch.
+   * @default 30_000
+   */
+  leaseMs?: number;
+  /**
+   * Longest sleep between batches when no append is reported (other processes' appends, a lost
+   * notification, retry times coming due).
+   * @default 1_000
+   */
+  pollIntervalMs?: number;
+  /**
+   * Delay before a failed event is tried again (from its attempt count), and the pause after a batch
+   * in which every publish failed (from the number of such batches in a row), also used after a
+   * store error.
+   * @default exponentialBackoff({ initialMs: 100, maxMs: 30_000, jitter: 'full' })
+   */
+  backoff?: Backoff;
+  /**
+   * Uniform source in [0, 1) for the back-off's jitter.
+   * @default Math.random
+   */
+  random?: () => number;
+  /**
+   * Published events older than this are deleted; `Infinity` keeps them.
+   * @default 7 days
+   */
+  publishedRetentionMs?: number;
+  /**
+   * How often the relay prunes.
+   * @default 60_000
+   */
+  pruneIntervalMs?: number;
+  /**
+   * Events deleted per statement; a prune runs statements until fewer are left (at most 10 per round).
+   * @default 1_000
+   */
+  pruneBatchSize?: number;
+  /** Receives `published` and `publish-failed`. */
+  telemetry?: OutboxTelemetry;
+  /**
+   * Called with errors of the store (a claim, a mark or a prune that failed) that the relay
+   * survives by backing off. Publish errors go to `telemetry` instead.
+   * @default ignore
+   */
+  onError?: (error: unknown) => void;
+  /**
+   * Wall time for retry times and lag.
+   * @default wallClock
+   */
+  clock?: WallClock;
+}
+
+/** What one batch did. */
+export interface RelayBatchResult {
+  /** Events claimed. */
+  readonly claimed: number;
+  /** Events the broker confirmed (and marked published). */
+  readonly published: number;
+  /** Events whose publish failed: released to be retried after a back-off. */
+  readonly failed: number;
+  /** Events not attempted (behind a failure of their aggregate, or past the lease): released as they were. */
+  readonly deferred: number;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1_000;
+
+const DEFAULTS = Object.freeze({
+  batchSize: 100,
+  concurrency: 16,
+  leaseMs: 30_000,
+  pollIntervalMs: 1_000,
+  publishedRetentionMs: 7 * DAY_MS,
+  pruneIntervalMs: 60_000,
+  pruneBatchSize: 1_000,
+});
+
+/** Prune statements per round, so pruning a large backlog never starves publishing. */
+const MAX_PRUNE_ROUNDS = 10;
+/** Share of the lease after which a relay starts no more publishes of its batch. */
+const LEASE_USABLE_FRACTION = 0.8;
+const MAX_ERROR_LENGTH = 2_000;
+
+function describeError(error: unknown): string {
+  const text =
+    error instanceof Error
+      ? `${error.name}: ${error.message}`
+      : typeof error === 'string'
+        ? error
+        : String(error);
+  return text.length > MAX_ERROR_LENGTH ? `${text.slice(0, MAX_ERROR_LENGTH - 1)}…` : text;
+}
+
+function defaultRelayId(): string {
+  const pid = (globalThis as { process?: { pid?: number } }).process?.pid ?? 0;
+  const random = new Uint8Array(4);
+  globalThis.crypto.getRandomValues(random);
+  return `relay-${pid}-${Array.from(random, (byte) => byte.toString(16).padStart(2, '0')).join('')}`;
+}
+
+/** The event as appended, without the store's bookkeeping, for the transport. */
+function asPublished(event: ClaimedOutboxEvent): OutboxEvent {
+  return {
+    id: event.id,
+    type: event.type,
+    aggregateType: event.aggregateType,
+    aggregateId: event.aggregateId,
+    payload: event.payload,
+    headers: event.headers,
+    createdAt: event.createdAt,
+  };
+}
+
+/**
+ * A relay over one store and one transport. Build it with {@link outboxRelay}.
+ *
+ * @example
+ * const relay = outboxRelay({ store: outbox, transport });
+ * relay.start();
+ * process.on('SIGTERM', () => relay.stop());
+ */
+export class OutboxRelay {
+  readonly relayId: string;
+  readonly store: OutboxStore;
+  readonly transport: Transport;
+  readonly #batchSize: number;
+  readonly #concurrency: number;
+  readonly #leaseMs: number;
+  readonly #pollIntervalMs: number;
+  readonly #backoff: Backoff;
+  readonly #random: () => number;
+  readonly #retentionMs: number;
+  readonly #pruneIntervalMs: number;
+  readonly #pruneBatchSize: number;
+  readonly #telemetry: OutboxTelemetry | undefined;
+  readonly #onError: ((error: unknown) => void) | undefined;
+  readonly #clock: WallClock;
+  #running: Promise<void> | undefined;
+  #lifetime = new AbortController();
+  /** Serialises batches: the loop's and `runOnce()` calls never overlap. */
+  #batchTail: Promise<unknown> = Promise.resolve();
+  #pendingWake: Promise<void> | undefined;
+  #woken = false;
+  #nudge: (() => void) | undefined;
+  #nextPruneAt = 0;
+
+  constructor(options: OutboxRelayOptions) {
+    const store = options?.store;
+    for (const method of ['claim', 'markPublished', 'release', 'unclaim', 'gauges', 'appended'] as const) {
+      if (typeof store?.[method] !== 'function') {
+        throw new InvalidOptionError('store', `must implement OutboxStore (missing ${method})`);
+      }
+    }
+    if (typeof options.transport?.publish !== 'function') {
+      throw new InvalidOptionError('transport', 'must implement Transport (a publish method)');
+    }
+    this.store = store;
+    this.transport = options.transport;
+    const relayId = options.relayId ?? defaultRelayId();
+    if (typeof relayId !== 'string' || relayId === '' || relayId.length > 255) {
+      throw new InvalidOptionError(
+        'relayId',
+        `must be a non-empty string of at most 255 characters, got ${JSON.stringify(relayId)}`,
+      );
+    }
+    this.relayId = relayId;
+    this.#batchSize = checkInteger('batchSize', options.batchSize ?? DEFAULTS.batchSize, 1, 10_000);
+    this.#concurrency = checkInteger('concurrency', options.concurrency ?? DEFAULTS.concurrency, 1, 10_000);
+    this.#leaseMs = checkInteger('leaseMs', options.leaseMs ?? DEFAULTS.leaseMs, 10);
+    this.#pollIntervalMs = checkInteger(
+      'pollIntervalMs',
+      options.pollIntervalMs ?? DEFAULTS.pollIntervalMs,
+      1,
+    );
+    this.#backoff = checkFunction(
+      'backoff',
+      options.backoff ?? exponentialBackoff({ initialMs: 100, maxMs: 30_000, jitter: 'full' }),
+    );
+    this.#random = checkFunction('random', options.random ?? Math.random);
+    this.#retentionMs = checkNumber(
+      'publishedRetentionMs',
+      options.publishedRetentionMs ?? DEFAULTS.publishedRetentionMs,
+      0,
+      true,
+    );
+    this.#pruneIntervalMs = checkInteger(
+      'pruneIntervalMs',
+      options.pruneIntervalMs ?? DEFAULTS.pruneIntervalMs,
+      1,
+    );
+    this.#pruneBatchSize = checkInteger(
+      'pruneBatchSize',
+      options.pruneBatchSize ?? DEFAULTS.pruneBatchSize,
+      1,
+      100_000,
+    );
+    if (options.telemetry !== undefined && typeof options.telemetry?.emit !== 'function') {
+      throw new InvalidOptionError('telemetry', 'must have an emit(event) method');
+    }
+    this.#telemetry = options.telemetry;
+    this.#onError = options.onError === undefined ? undefined : checkFunction('onError', options.onError);
+    if (options.clock !== undefined && typeof options.clock?.now !== 'function') {
+      throw new InvalidOptionError('clock', 'must have a now() method returning epoch milliseconds');
+    }
+    this.#clock = options.clock ?? wallClock;
+  }
+
+  /** True between `start()` and the end of `stop()`. */
+  get running(): boolean {
+    return this.#running !== undefined;
+  }
+
+  /**
+   * Starts relaying in the background. Calling it while running does nothing.
+   *
+   * @example
+   * relay.start();
+   */
+  start(): void {
+    if (this.#running !== undefined) return;
+    this.#lifetime = new AbortController();
+    this.#running = this.#loop();
+  }
+
+  /**
+   * Stops relaying: the batch in flight is published and marked first, then the relay stops
+   * waiting for appends. The store and the transport stay open.
+   *
+   * @example
+   * await relay.stop();
+   */
+  async stop(): Promise<void> {
+    const running = this.#running;
+    if (running === undefined) return;
+    this.#lifetime.abort();
+    this.#nudge?.();
+    await running;
+    this.#running = undefined;
+    this.#pendingWake = undefined;
+    this.#woken = false;
+  }
+
+  /**
+   * Claims one batch and publishes it. Useful in tests and one-shot commands; while the relay is
+   * started it waits for the batch in progress first.
+   *
+   * @example
+   * const { published } = await relay.runOnce();
+   */
+  runOnce(): Promise<RelayBatchResult> {
+    const batch = this.#batchTail.then(() => this.#runBatch());
+    this.#batchTail = batch.catch(() => undefined);
+    return batch;
+  }
+
+  /**
+   * Deletes published events older than `publishedRetentionMs`, in statements of `pruneBatchSize`,
+   * at most ten per call. Returns how many were deleted. The running relay calls it every
+   * `pruneIntervalMs`.
+   *
+   * @example
+   * await relay.prune();
+   */
+  async prune(): Promise<number> {
+    if (this.#retentionMs === Number.POSITIVE_INFINITY) return 0;
+    const before = this.#clock.now() - this.#retentionMs;
+    let deleted = 0;
+    for (let round = 0; round < MAX_PRUNE_ROUNDS; round++) {
+      const count = await this.store.prunePublished(before, this.#pruneBatchSize);
+      deleted += count;
+      if (count < this.#pruneBatchSize) break;
+    }
+    return deleted;
+  }
+
+  /**
+   * The store's unpublished count and the oldest unpublished event's age.
+   *
+   * @example
+   * const { unpublished, oldestUnpublishedAgeMs } = await relay.gauges();
+   */
+  gauges(): Promise<OutboxGauges> {
+    return this.store.gauges();
+  }
+
+  async #runBatch(): Promise<RelayBatchResult> {
+    const claimedAt = this.#clock.now();
+    const claimed = await this.store.claim(this.relayId, this.#batchSize, this.#leaseMs);
+    if (claimed.length === 0) return { claimed: 0, published: 0, failed: 0, deferred: 0 };
+    const deadline = claimedAt + this.#leaseMs * LEASE_USABLE_FRACTION;
+    const chains = new Map<string, ClaimedOutboxEvent[]>();
+    for (const event of claimed) {
+      const key = orderingKey(event);
+      const chain = chains.get(key);
+      if (chain === undefined) chains.set(key, [event]);
+      else chain.push(event);
+    }
+    const published: string[] = [];
+    const deferred: string[] = [];
+    let failed = 0;
+
+    const publishChain = async (chain: readonly ClaimedOutboxEvent[]) => {
+      for (let i = 0; i < chain.length; i++) {
+        const event = chain[i] as ClaimedOutboxEvent;
+        if (this.#clock.now() >= deadline) {
+          // Another relay may take these over soon; leave them rather than race it.
+          for (const rest of chain.slice(i)) deferred.push(rest.id);
+          return;
+        }
+        try {
+          await this.transport.publish(asPublished(event));
+        } catch (error) {
+          failed++;
+          const attempt = event.attempts + 1;
+          this.#emit({
+            type: 'publish-failed',
+            transport: this.transport.name,
+            attempt,
+            error,
+            ...this.#base(event),
+          });
+          const delay = Math.max(0, this.#backoff(attempt, 0, this.#random) || 0);
+          try {
+            await this.store.release(this.relayId, event.id, describeError(error), this.#clock.now() + delay);
+          } catch (releaseError) {
+            // The lease runs out instead; the event is published later all the same.
+            this.#report(releaseError);
+          }
+          for (const rest of chain.slice(i + 1)) deferred.push(rest.id);
+          return;
+        }
+        published.push(event.id);
+        this.#emit({
+          type: 'published',
+          transport: this.transport.name,
+          lagMs: Math.max(0, this.#clock.now() - event.createdAt),
+          ...this.#base(event),
+        });
+      }
+    };
+
+    const queue = [...chains.values()];
+    const workers = Array.from({ length: Math.min(this.#concurrency, queue.length) }, async () => {
+      for (let chain = queue.shift(); chain !== undefined; chain = queue.shift()) await publishChain(chain);
+    });
+    await Promise.all(workers);
+    try {
+      await this.store.markPublished(this.relayId, published);
+    } finally {
+      if (deferred.length > 0) {
+        await this.store.unclaim(this.relayId, deferred).catch((error: unknown) => this.#report(error));
+      }
+    }
+    return { claimed: claimed.length, published: published.length, failed, deferred: deferred.length };
+  }
+
+  async #loop(): Promise<void> {
+    const signal = this.#lifetime.signal;
+    let storeFailures = 0;
+    let brokerFailures = 0;
+    while (!signal.aborted) {
+      await this.#pruneIfDue();
+      let result: RelayBatchResult;
+      try {
+        result = await this.runOnce();
+        storeFailures = 0;
+      } catch (error) {
+        this.#report(error);
+        storeFailures++;
+        await this.#sleep(this.#delay(storeFailures), false);
+        continue;
+      }
+      if (result.failed > 0 && result.published === 0) {
+        // The broker refused everything: pause as a whole, not only per event.
+        brokerFailures++;
+        await this.#sleep(this.#delay(brokerFailures), false);
+        continue;
+      }
+      if (result.published > 0) brokerFailures = 0;
+      if (result.claimed === this.#batchSize) continue;
+      await this.#sleep(this.#pollIntervalMs, true);
+    }
+  }
+
+  #delay(failures: number): number {
+    return Math.max(0, this.#backoff(failures, 0, this.#random) || 0);
+  }
+
+  async #pruneIfDue(): Promise<void> {
+    const now = this.#clock.now();
+    if (now < this.#nextPruneAt || this.#retentionMs === Number.POSITIVE_INFINITY) return;
+    this.#nextPruneAt = now + this.#pruneIntervalMs;
+    try {
+      await this.prune();
+    } catch (error) {
+      this.#report(error);
+    }
+  }
+
+  /**
+   * Sleeps for `ms`, or until `stop()`; with `wakeOnAppend`, also until the store reports an append.
+   * A report that came while a batch was running ends the next sleep at once.
+   */
+  #sleep(ms: number, wakeOnAppend: boolean): Promise<void> {
+    const signal = this.#lifetime.signal;
+    if (signal.aborted) return Promise.resolve();
+    if (wakeOnAppend) {
+      if (this.#woken) {
+        this.#woken = false;
+        return Promise.resolve();
+      }
+      this.#armWake(signal);
+    }
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        if (this.#nudge === nudge) this.#nudge = undefined;
+        resolve();
+      };
+      const nudge = () => {
+        if (signal.aborted) {
+          finish();
+        } else if (wakeOnAppend) {
+          this.#woken = false;
+          finish();
+        }
+      };
+      const timer = setTimeout(finish, ms);
+      this.#nudge = nudge;
+    });
+  }
+
+  #armWake(signal: AbortSignal): void {
+    if (this.#pendingWake !== undefined) return;
+    const wake = this.store.appended(signal).then(
+      () => {
+        if (this.#pendingWake !== wake) return;
+        this.#pendingWake = undefined;
+        if (signal.aborted) return;
+        this.#woken = true;
+        this.#nudge?.();
+      },
+      (error: unknown) => {
+        // Polling carries on; the next sleep asks again.
+        if (this.#pendingWake === wake) this.#pendingWake = undefined;
+        this.#report(error);
+      },
+    );
+    this.#pendingWake = wake;
+  }
+
+  #base(event: OutboxEvent) {
+    return {
+      eventId: event.id,
+      eventType: event.type,
+      aggregateType: event.aggregateType,
+      aggregateId: event.aggregateId,
+    };
+  }
+
+  #emit(event: OutboxTelemetryEvent): void {
+    if (this.#telemetry === undefined) return;
+    try {
+      this.#telemetry.emit(event);
+    } catch {
+      // A broken metrics sink must not stop the relay.
+    }
+  }
+
+  #report(error: unknown): void {
+    if (this.#onError === undefined) return;
+    try {
+      this.#onError(error);
+    } catch {
+      // The callback is for reporting; the relay carries on regardless.
+    }
+  }
+}
+
+/**
+ * Builds an {@link OutboxRelay}. Options are checked here, so a bad value fails at start-up.
+ *
+ * @example
+ * const relay = outboxRelay({
+ *   store: postgresOutbox({ pool }),
+ *   transport: natsTransport({ jetstream, manager }),
+ *   telemetry: { emit: (event) => metrics.record(event) },
+ * });
+ * relay.start();
+ */
+export function outboxRelay(options: OutboxRelayOptions): OutboxRelay {
+  return new OutboxRelay(options);
+}

@@ -1,0 +1,84 @@
+import { type Delivery, inProcessTransport, type OutboxEvent } from 'keel/outbox';
+import { describe, expect, it } from 'vitest';
+
+const event = (id: string): OutboxEvent => ({
+  id,
+  type: 't',
+  aggregateType: 'a',
+  aggregateId: id,
+  payload: null,
+  headers: {},
+  createdAt: 0,
+});
+
+const until = (check: () => boolean) =>
+  new Promise<void>((resolve) => {
+    const poll = () => (check() ? resolve() : setTimeout(poll, 2));
+    poll();
+  });
+
+describe('in-process transport', () => {
+  it('gives every group every event, and each event to one member of a group', async () => {
+    const transport = inProcessTransport();
+    const seen: string[] = [];
+    const member = (name: string) => async (d: Delivery) => {
+      seen.push(`${name}:${d.event.id}`);
+      await d.ack();
+    };
+    await transport.subscribe({ group: 'g1' }, member('g1a'));
+    await transport.subscribe({ group: 'g1' }, member('g1b'));
+    await transport.subscribe({ group: 'g2' }, member('g2'));
+    for (let i = 0; i < 10; i++) await transport.publish(event(`e${i}`));
+    await until(() => seen.length === 20);
+    const g1 = seen.filter((s) => s.startsWith('g1'));
+    expect(new Set(g1.map((s) => s.split(':')[1])).size).toBe(10);
+    expect(g1.some((s) => s.startsWith('g1a'))).toBe(true);
+    expect(g1.some((s) => s.startsWith('g1b'))).toBe(true);
+    expect(seen.filter((s) => s.startsWith('g2:'))).toHaveLength(10);
+    await transport.close();
+  });
+
+  it('delivers outside the publish call and redelivers a retry with a higher count', async () => {
+    const transport = inProcessTransport();
+    const counts: number[] = [];
+    let inPublish = false;
+    let deliveredInsidePublish = false;
+    await transport.subscribe({ group: 'g' }, async (d) => {
+      deliveredInsidePublish ||= inPublish;
+      counts.push(d.deliveryCount);
+      if (d.deliveryCount < 3) await d.retry(d.deliveryCount === 1 ? 5 : 0);
+      else await d.ack();
+    });
+    inPublish = true;
+    await transport.publish(event('e'));
+    inPublish = false;
+    await until(() => counts.length === 3);
+    expect(deliveredInsidePublish).toBe(false);
+    expect(counts).toEqual([1, 2, 3]);
+    await transport.close();
+  });
+
+  it('keeps at most prefetch deliveries unsettled per member', async () => {
+    const transport = inProcessTransport();
+    const held: Delivery[] = [];
+    await transport.subscribe({ group: 'g', prefetch: 2 }, async (d) => {
+      held.push(d);
+    });
+    for (let i = 0; i < 5; i++) await transport.publish(event(`e${i}`));
+    await until(() => held.length === 2);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(held).toHaveLength(2);
+    await held[0]?.ack();
+    await until(() => held.length === 3);
+    await transport.close();
+  });
+
+  it('fails publishes through the fault hook and counts them', async () => {
+    const transport = inProcessTransport({ beforePublish: () => Promise.reject(new Error('down')) });
+    await expect(transport.publish(event('e'))).rejects.toThrow('down');
+    transport.setBeforePublish(undefined);
+    await transport.publish(event('e'));
+    expect(transport.stats()).toMatchObject({ published: 1, failedPublishes: 1 });
+    expect(() => inProcessTransport({ dropRate: 2 })).toThrow(/dropRate/);
+  });
+});

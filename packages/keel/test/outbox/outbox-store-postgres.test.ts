@@ -1,0 +1,118 @@
+import { postgresOutbox } from 'keel/postgres';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeWithService } from '../support/services.ts';
+import { manualClock, type OutboxHarness, outboxStoreConformance } from './outbox-store-conformance.ts';
+
+describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
+  const prefix = `ob_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  let pool: pg.Pool;
+  let tables = 0;
+  const created: string[] = [];
+  beforeAll(() => {
+    pool = new pg.Pool({ connectionString: url, max: 6 });
+  });
+  afterAll(async () => {
+    for (const table of created) await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+    await pool.end();
+  });
+
+  async function harness(): Promise<OutboxHarness> {
+    const table = `${prefix}_${tables++}`;
+    created.push(table, `${table}_business`);
+    const clock = manualClock();
+    const store = postgresOutbox({ pool, table, clock });
+    await store.ensureSchema();
+    await pool.query(`CREATE TABLE "${table}_business" (id text PRIMARY KEY)`);
+    return {
+      store,
+      clock,
+      async transaction(work, businessId) {
+        const client = await pool.connect();
+        try {
+          await client.query('BEGIN');
+          await client.query(`INSERT INTO "${table}_business" VALUES ($1)`, [businessId]);
+          const result = await work(client);
+          await client.query('COMMIT');
+          return result;
+        } catch (error) {
+          await client.query('ROLLBACK');
+          throw error;
+        } finally {
+          client.release();
+        }
+      },
+      async businessRows() {
+        const { rows } = await pool.query(`SELECT count(*)::int AS n FROM "${table}_business"`);
+        return (rows[0] as { n: number }).n;
+      },
+      async dispose() {
+        await store.close();
+      },
+    };
+  }
+
+  outboxStoreConformance('postgres', harness);
+
+  describe('postgres outbox specifics', () => {
+    it('wakes appended() at commit through LISTEN, not before, and releases the client on abort', async () => {
+      const h = await harness();
+      const store = h.store as ReturnType<typeof postgresOutbox>;
+      const controller = new AbortController();
+      // The first wait opens the listener; it wakes once on connecting, to cover appends made meanwhile.
+      await store.appended(controller.signal);
+      let woken = false;
+      const wake = store.appended(controller.signal).then(() => {
+        woken = true;
+      });
+      const client = await pool.connect();
+      await client.query('BEGIN');
+      await store.append(client, { type: 't', aggregateType: 'a', aggregateId: '1', payload: null });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(woken).toBe(false);
+      await client.query('COMMIT');
+      client.release();
+      await wake;
+      expect(store.listening).toBe(true);
+      const idleBefore = pool.idleCount;
+      controller.abort();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(store.listening).toBe(false);
+      expect(pool.idleCount).toBe(idleBefore + 1);
+      await h.dispose();
+    });
+
+    it('reconnects the listener after its connection is killed', async () => {
+      const h = await harness();
+      const store = h.store as ReturnType<typeof postgresOutbox>;
+      const controller = new AbortController();
+      await store.appended(controller.signal);
+      const { rows } = await pool.query(
+        `SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN "${store.channel}"%'`,
+      );
+      expect(rows).toHaveLength(1);
+      // The killed connection wakes waiters (the relay re-checks), then a new one listens again.
+      await Promise.all([
+        store.appended(controller.signal),
+        pool.query('SELECT pg_terminate_backend($1)', [(rows[0] as { pid: number }).pid]),
+      ]);
+      await store.appended(controller.signal);
+      expect(store.listening).toBe(true);
+      const wake = store.appended(controller.signal);
+      const client = await pool.connect();
+      await client.query('BEGIN');
+      await store.append(client, { type: 't', aggregateType: 'a', aggregateId: '1', payload: null });
+      await client.query('COMMIT');
+      client.release();
+      await wake;
+      controller.abort();
+      await h.dispose();
+    });
+
+    it('validates its options', () => {
+      expect(() => postgresOutbox({ pool, table: 'x'.repeat(41) })).toThrow(/table/);
+      expect(() => postgresOutbox({ pool, channel: 'bad-channel' })).toThrow(/channel/);
+      expect(() => postgresOutbox({ pool: {} as pg.Pool })).toThrow(/pool/);
+    });
+  });
+});

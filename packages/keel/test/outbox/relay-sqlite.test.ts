@@ -1,0 +1,161 @@
+import { DatabaseSync } from 'node:sqlite';
+import { inProcessTransport, type OutboxEvent, type OutboxTelemetryEvent, outboxRelay } from 'keel/outbox';
+import { sqliteOutbox } from 'keel/sqlite';
+import { describe, expect, it } from 'vitest';
+
+function setup() {
+  const db = new DatabaseSync(':memory:');
+  const outbox = sqliteOutbox({ db });
+  const transport = inProcessTransport();
+  const received: OutboxEvent[] = [];
+  const arrived = (count: number) =>
+    new Promise<void>((resolve) => {
+      const check = () => (received.length >= count ? resolve() : setTimeout(check, 5));
+      check();
+    });
+  const append = async (aggregateId: string, n: number) => {
+    db.exec('BEGIN');
+    await outbox.append(db, { type: 'step', aggregateType: 'order', aggregateId, payload: { n } });
+    db.exec('COMMIT');
+  };
+  return { db, outbox, transport, received, arrived, append };
+}
+
+describe('outbox relay over sqlite and the in-process transport', () => {
+  it('publishes each aggregate in append order while aggregates run concurrently', async () => {
+    const { outbox, transport, received, arrived, append } = setup();
+    await transport.subscribe({ group: 'g' }, async (delivery) => {
+      received.push(delivery.event);
+      await delivery.ack();
+    });
+    // Slow, uneven publishes: an aggregate's later event would overtake its earlier one if allowed.
+    transport.setBeforePublish(() => new Promise((resolve) => setTimeout(resolve, Math.random() * 4)));
+    for (let n = 0; n < 20; n++) for (const id of ['a', 'b', 'c']) await append(id, n);
+    const relay = outboxRelay({ store: outbox, transport, batchSize: 7 });
+    relay.start();
+    await arrived(60);
+    await relay.stop();
+    for (const id of ['a', 'b', 'c']) {
+      const sequence = received
+        .filter((e) => e.aggregateId === id)
+        .map((e) => (e.payload as { n: number }).n);
+      expect(sequence).toEqual(Array.from({ length: 20 }, (_, n) => n));
+    }
+    expect(await relay.gauges()).toEqual({ unpublished: 0, oldestUnpublishedAgeMs: 0 });
+  });
+
+  it('stops an aggregate at its first failure and retries it before its successors', async () => {
+    const { outbox, transport, received, append } = setup();
+    await transport.subscribe({ group: 'g' }, async (d) => {
+      received.push(d.event);
+      await d.ack();
+    });
+    await append('a', 0);
+    await append('a', 1);
+    await append('b', 0);
+    let failNext = true;
+    transport.setBeforePublish((event) => {
+      if (event.aggregateId === 'a' && failNext) {
+        failNext = false;
+        throw new Error('nack');
+      }
+    });
+    const telemetry: OutboxTelemetryEvent[] = [];
+    const relay = outboxRelay({
+      store: outbox,
+      transport,
+      backoff: () => 0,
+      telemetry: { emit: (event) => telemetry.push(event) },
+    });
+    expect(await relay.runOnce()).toEqual({ claimed: 3, published: 1, failed: 1, deferred: 1 });
+    expect(await relay.runOnce()).toEqual({ claimed: 2, published: 2, failed: 0, deferred: 0 });
+    const stored = await outbox.find({ aggregateId: 'a' });
+    expect(stored.map((e) => e.attempts)).toEqual([1, 0]);
+    expect(telemetry.filter((e) => e.type === 'publish-failed')).toMatchObject([
+      { aggregateId: 'a', attempt: 1, transport: 'in-process' },
+    ]);
+    expect(telemetry.filter((e) => e.type === 'published')).toHaveLength(3);
+  });
+
+  it('lets events wait while the broker is down and delivers each once when it returns', async () => {
+    const { outbox, transport, received, arrived, append } = setup();
+    await transport.subscribe({ group: 'g' }, async (d) => {
+      received.push(d.event);
+      await d.ack();
+    });
+    let down = true;
+    let refused = 0;
+    transport.setBeforePublish(() => {
+      if (down) {
+        refused++;
+        throw new Error('broker unavailable');
+      }
+    });
+    const relay = outboxRelay({
+      store: outbox,
+      transport,
+      pollIntervalMs: 20,
+      backoff: (attempt) => Math.min(200, 10 * 2 ** attempt),
+    });
+    relay.start();
+    for (let n = 0; n < 30; n++) await append(`agg-${n % 4}`, n);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const refusedWhileDown = refused;
+    expect(received).toEqual([]);
+    expect((await relay.gauges()).unpublished).toBe(30);
+    // Back-off, not a tight loop: a handful of tries per aggregate chain in 300 ms.
+    expect(refusedWhileDown).toBeLessThan(60);
+    down = false;
+    await arrived(30);
+    await relay.stop();
+    const ids = received.map((e) => e.id);
+    expect(new Set(ids).size).toBe(30);
+    expect(ids).toHaveLength(30);
+    expect((await relay.gauges()).unpublished).toBe(0);
+  });
+
+  it('wakes on a same-process commit instead of waiting for the poll', async () => {
+    const { outbox, transport, received, arrived, append } = setup();
+    await transport.subscribe({ group: 'g' }, async (d) => {
+      received.push(d.event);
+      await d.ack();
+    });
+    // A poll interval far beyond the test timeout: only the wake-up can deliver in time.
+    const relay = outboxRelay({ store: outbox, transport, pollIntervalMs: 600_000 });
+    relay.start();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await append('a', 1);
+    await arrived(1);
+    await append('a', 2);
+    await arrived(2);
+    await relay.stop();
+    expect(relay.running).toBe(false);
+  });
+
+  it('prunes published events past retention', async () => {
+    const { outbox, transport, append } = setup();
+    await append('a', 1);
+    let now = Date.now();
+    const relay = outboxRelay({
+      store: outbox,
+      transport,
+      publishedRetentionMs: 1_000,
+      clock: { now: () => now },
+    });
+    await relay.runOnce();
+    expect(await relay.prune()).toBe(0);
+    now += 2_000;
+    expect(await relay.prune()).toBe(1);
+    expect(await outbox.find({})).toEqual([]);
+  });
+
+  it('validates its options at construction', () => {
+    const { outbox, transport } = setup();
+    expect(() => outboxRelay({ store: outbox, transport, batchSize: 0 })).toThrow(/batchSize/);
+    expect(() => outboxRelay({ store: outbox, transport, leaseMs: 1.5 })).toThrow(/leaseMs/);
+    expect(() => outboxRelay({ store: outbox, transport, pollIntervalMs: -1 })).toThrow(/pollIntervalMs/);
+    expect(() => outboxRelay({ store: outbox, transport, relayId: '' })).toThrow(/relayId/);
+    expect(() => outboxRelay({ store: {} as typeof outbox, transport })).toThrow(/store/);
+    expect(() => outboxRelay({ store: outbox, transport: {} as typeof transport })).toThrow(/transport/);
+  });
+});
