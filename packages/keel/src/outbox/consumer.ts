@@ -11,6 +11,7 @@
 import { InvalidOptionError, isKeelError } from '../errors/keel-error.ts';
 import type { WallClock } from '../idempotency/store.ts';
 import { wallClock } from '../idempotency/store.ts';
+import { contextFromHeaders, runInContext } from '../observe/context.ts';
 import { type Backoff, exponentialBackoff } from '../policy/backoff.ts';
 import { checkFunction, checkInteger, checkNumber, checkOneOf } from '../policy/options.ts';
 import { UnknownEventTypeError } from './consumer-errors.ts';
@@ -247,7 +248,21 @@ export class OutboxConsumer<Tx = unknown> {
    * @example
    * await consumer.handle({ event, deliveryCount: 1, ack: async () => {}, retry: async () => {} });
    */
-  async handle(delivery: Delivery): Promise<void> {
+  handle(delivery: Delivery): Promise<void> {
+    // The producer's request id, correlation id and entity ids came along in the headers: the
+    // handler's logs and the events it appends carry them on, and name the aggregate too.
+    const { event } = delivery;
+    const values = contextFromHeaders(event.headers);
+    const entity = `${event.aggregateType}Id`;
+    const entities = /^[a-z][a-zA-Z0-9]{0,63}$/.test(entity)
+      ? { ...values.entities, [entity]: event.aggregateId }
+      : values.entities;
+    return runInContext(entities === undefined ? values : { ...values, entities }, () =>
+      this.#handle(delivery),
+    );
+  }
+
+  async #handle(delivery: Delivery): Promise<void> {
     const { event } = delivery;
     const handler = Object.hasOwn(this.#handlers, event.type) ? this.#handlers[event.type] : undefined;
     if (handler === undefined) {

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { contextHeaders } from '../observe/context.ts';
 import { InvalidOutboxEventError, OutboxPayloadError } from './errors.ts';
 import type { NewOutboxEvent, OutboxEvent } from './event.ts';
 import { uuidv7 } from './uuidv7.ts';
@@ -82,7 +83,9 @@ function prepareOne(
   const aggregateType = checkName(`${where}aggregateType`, candidate.aggregateType);
   const aggregateId = checkName(`${where}aggregateId`, candidate.aggregateId);
   const id = candidate.id === undefined ? nextId() : checkName(`${where}id`, candidate.id);
-  const headers = checkHeaders(`${where}headers`, candidate.headers);
+  // The caller's request and entity ids travel with the event, so the consumer's logs name them
+  // too; headers the caller set win.
+  const headers = checkHeaders(`${where}headers`, { ...contextHeaders(), ...candidate.headers });
   if (!('payload' in candidate)) {
     throw new OutboxPayloadError(`${where}payload`, 'is missing (use null for an event without data)');
   }
