@@ -8,6 +8,7 @@
 export * from './errors/is-transient.ts';
 export * from './errors/keel-error.ts';
 export * from './errors/policy-errors.ts';
+export * from './errors/pool-errors.ts';
 export * from './policy/adaptive-throttle.ts';
 export * from './policy/backoff.ts';
 export * from './policy/bulkhead.ts';
@@ -24,6 +25,7 @@ export * from './policy/limit-algorithms.ts';
 export * from './policy/options.ts';
 export * from './policy/pipeline.ts';
 export * from './policy/policy.ts';
+export * from './policy/pool-shares.ts';
 export * from './policy/rate-limiter.ts';
 export * from './policy/registry.ts';
 export * from './policy/retry.ts';

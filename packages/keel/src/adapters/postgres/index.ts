@@ -10,3 +10,4 @@
 export * from './idempotency-store.ts';
 export * from './inbox-store.ts';
 export * from './outbox-store.ts';
+export * from './pool-guard.ts';
