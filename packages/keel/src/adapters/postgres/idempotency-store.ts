@@ -7,6 +7,7 @@ import {
   recordValues,
 } from '../../idempotency/sql-record.ts';
 import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
+import { checkSqlIdentifier } from '../sql-identifier.ts';
 import { BatchedWrites, keyOfWrite, type WriteOp } from './batched-writes.ts';
 import { StatementBatch } from './statement-batch.ts';
 
@@ -48,17 +49,6 @@ const MAX_IN_FLIGHT = 1;
 
 /** Room left for the index suffixes (`_lease_idx`, `_expires_idx`) within Postgres' 63-byte names. */
 const MAX_TABLE_LENGTH = 48;
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function checkIdentifier(option: string, value: unknown, max: number): string {
-  if (typeof value !== 'string' || !IDENTIFIER.test(value) || value.length > max) {
-    throw new InvalidOptionError(
-      option,
-      `must be 1 to ${max} letters, digits or underscores, not starting with a digit, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
 
 /**
  * The DDL of the idempotency table, for a migration tool. Idempotent (`IF NOT EXISTS`). Times are
@@ -68,8 +58,8 @@ function checkIdentifier(option: string, value: unknown, max: number): string {
  * await migrate.sql(postgresIdempotencyDdl({ table: 'idempotency', schema: 'billing' }));
  */
 export function postgresIdempotencyDdl(options: { table?: string; schema?: string } = {}): string {
-  const table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
-  const schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
+  const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+  const schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
   const qualified = schema === undefined ? `"${table}"` : `"${schema}"."${table}"`;
   return `CREATE TABLE IF NOT EXISTS ${qualified} (
   key text PRIMARY KEY,
@@ -134,8 +124,8 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       throw new InvalidOptionError('pool', 'must be a pg Pool or Client (an object with a query method)');
     }
     this.pool = options.pool;
-    this.table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
-    this.schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
+    this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+    this.schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
     this.qualifiedName = this.schema === undefined ? `"${this.table}"` : `"${this.schema}"."${this.table}"`;
     this.ddl = postgresIdempotencyDdl(
       this.schema === undefined ? { table: this.table } : { table: this.table, schema: this.schema },

@@ -20,6 +20,7 @@ import {
   type InboxResult,
   type InboxStore,
 } from '../../outbox/inbox-store.ts';
+import { checkSqlIdentifier } from '../sql-identifier.ts';
 import type { PostgresQueryable } from './idempotency-store.ts';
 
 /** The part of a `pg` `PoolClient` this store calls: queries, and handing the client back. */
@@ -65,17 +66,6 @@ const DEFAULTS = Object.freeze({ table: 'keel_inbox' });
 
 /** Room for `_dead_letters_aggregate_idx` within Postgres' 63-byte names. */
 const MAX_TABLE_LENGTH = 32;
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function checkIdentifier(option: string, value: unknown, max: number): string {
-  if (typeof value !== 'string' || !IDENTIFIER.test(value) || value.length > max) {
-    throw new InvalidOptionError(
-      option,
-      `must be 1 to ${max} letters, digits or underscores, not starting with a digit, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
 
 /**
  * The DDL of the inbox tables, for a migration tool. Idempotent (`IF NOT EXISTS`); times are
@@ -85,8 +75,8 @@ function checkIdentifier(option: string, value: unknown, max: number): string {
  * await migrate.sql(postgresInboxDdl({ table: 'invoice_inbox', schema: 'billing' }));
  */
 export function postgresInboxDdl(options: { table?: string; schema?: string } = {}): string {
-  const table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
-  const schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
+  const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+  const schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
   const name = (suffix: string) =>
     schema === undefined ? `"${table}${suffix}"` : `"${schema}"."${table}${suffix}"`;
   return `CREATE TABLE IF NOT EXISTS ${name('')} (
@@ -234,8 +224,8 @@ export class PostgresInboxStore<C extends PostgresPoolClient = PostgresPoolClien
       throw new InvalidOptionError('clock', 'must have a now() method returning epoch milliseconds');
     }
     this.pool = options.pool;
-    this.table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
-    this.schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
+    this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+    this.schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
     this.#clock = options.clock ?? wallClock;
     this.ddl = postgresInboxDdl(
       this.schema === undefined ? { table: this.table } : { table: this.table, schema: this.schema },

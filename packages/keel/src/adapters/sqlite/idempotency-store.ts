@@ -7,6 +7,7 @@ import {
   recordValues,
 } from '../../idempotency/sql-record.ts';
 import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
+import { checkSqlIdentifier } from '../sql-identifier.ts';
 import { GroupCommit } from './group-commit.ts';
 
 /** A value bound to a statement parameter. */
@@ -49,17 +50,6 @@ export interface SqliteIdempotencyStoreOptions {
 const DEFAULTS = Object.freeze({ table: 'keel_idempotency' });
 
 const MAX_TABLE_LENGTH = 48;
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function checkTable(value: unknown): string {
-  if (typeof value !== 'string' || !IDENTIFIER.test(value) || value.length > MAX_TABLE_LENGTH) {
-    throw new InvalidOptionError(
-      'table',
-      `must be 1 to ${MAX_TABLE_LENGTH} letters, digits or underscores, not starting with a digit, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
 
 /**
  * The DDL of the idempotency table, for a migration tool. Idempotent (`IF NOT EXISTS`). Times are
@@ -72,7 +62,7 @@ function checkTable(value: unknown): string {
  * db.exec(sqliteIdempotencyDdl({ table: 'idempotency' }));
  */
 export function sqliteIdempotencyDdl(options: { table?: string } = {}): string {
-  const table = checkTable(options.table ?? DEFAULTS.table);
+  const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
   return `CREATE TABLE IF NOT EXISTS "${table}" (
   id INTEGER PRIMARY KEY,
   key TEXT NOT NULL UNIQUE,
@@ -144,7 +134,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
       );
     }
     this.db = options.db;
-    this.table = checkTable(options.table ?? DEFAULTS.table);
+    this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
     this.ddl = sqliteIdempotencyDdl({ table: this.table });
     this.#group = new GroupCommit(this.db);
     const t = `"${this.table}"`;

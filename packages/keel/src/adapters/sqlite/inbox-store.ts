@@ -19,6 +19,7 @@ import {
   type InboxResult,
   type InboxStore,
 } from '../../outbox/inbox-store.ts';
+import { checkSqlIdentifier } from '../sql-identifier.ts';
 import type { SqliteDatabase, SqliteStatement } from './idempotency-store.ts';
 
 /** Options of {@link sqliteInbox}. */
@@ -41,17 +42,6 @@ export interface SqliteInboxOptions<D extends SqliteDatabase = SqliteDatabase> {
 const DEFAULTS = Object.freeze({ table: 'keel_inbox' });
 
 const MAX_TABLE_LENGTH = 32;
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function checkTable(value: unknown): string {
-  if (typeof value !== 'string' || !IDENTIFIER.test(value) || value.length > MAX_TABLE_LENGTH) {
-    throw new InvalidOptionError(
-      'table',
-      `must be 1 to ${MAX_TABLE_LENGTH} letters, digits or underscores, not starting with a digit, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
 
 /**
  * The DDL of the inbox tables, for a migration tool. Idempotent (`IF NOT EXISTS`); times are
@@ -61,7 +51,7 @@ function checkTable(value: unknown): string {
  * db.exec(sqliteInboxDdl({ table: 'invoice_inbox' }));
  */
 export function sqliteInboxDdl(options: { table?: string } = {}): string {
-  const table = checkTable(options.table ?? DEFAULTS.table);
+  const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
   return `CREATE TABLE IF NOT EXISTS "${table}" (
   group_name TEXT NOT NULL,
   event_id TEXT NOT NULL,
@@ -215,7 +205,7 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
       throw new InvalidOptionError('clock', 'must have a now() method returning epoch milliseconds');
     }
     this.db = options.db;
-    this.table = checkTable(options.table ?? DEFAULTS.table);
+    this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
     this.#clock = options.clock ?? wallClock;
     this.ddl = sqliteInboxDdl({ table: this.table });
     const inbox = `"${this.table}"`;
