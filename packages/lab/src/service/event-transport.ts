@@ -1,0 +1,54 @@
+/**
+ * @module
+ * Opens the transport the configuration names: in-process by default, NATS JetStream or RabbitMQ
+ * by URL, each through Keel's adapter over the driver the service depends on. `close` stops the
+ * transport and then the connection it runs on.
+ */
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect as connectNats } from '@nats-io/transport-node';
+import amqplib from 'amqplib';
+import { amqpTransport } from 'keel/amqp';
+import { natsTransport } from 'keel/nats';
+import { inProcessTransport, type Transport } from 'keel/outbox';
+import type { BrokerConfig } from './config.ts';
+
+export interface OpenTransport {
+  readonly transport: Transport;
+  close(): Promise<void>;
+}
+
+/**
+ * @example
+ * const { transport, close } = await openTransport({ kind: 'nats', url: 'nats://127.0.0.1:4222' }, 'payments');
+ */
+export async function openTransport(broker: BrokerConfig, channel: string): Promise<OpenTransport> {
+  if (broker.kind === 'in-process') {
+    const transport = inProcessTransport();
+    return { transport, close: () => transport.close() };
+  }
+  if (broker.kind === 'nats') {
+    const connection = await connectNats({ servers: broker.url });
+    const transport = natsTransport({
+      jetstream: jetstream(connection),
+      manager: await jetstreamManager(connection),
+      stream: `${channel.toUpperCase()}_EVENTS`,
+      subjectPrefix: `${channel}.events`,
+    });
+    return {
+      transport,
+      close: async () => {
+        await transport.close();
+        await connection.drain();
+      },
+    };
+  }
+  const connection = await amqplib.connect(broker.url);
+  const transport = amqpTransport({ connection, exchange: `${channel}.events` });
+  return {
+    transport,
+    close: async () => {
+      await transport.close();
+      await connection.close();
+    },
+  };
+}

@@ -1,0 +1,133 @@
+/**
+ * @module
+ * How a guarded charge reaches a provider, all of it Keel's policies: the whole call runs under a
+ * deadline; each provider has its own circuit breaker and its own retry budget, retries safe errors
+ * (the provider key makes a retry of a lost response harmless) and bounds each attempt with a
+ * timeout; and failover moves to provider B when A refused the call or is known to be down.
+ *
+ * Failover never follows a timeout or a dropped connection: A may have charged, and B would charge
+ * again under a key A never saw. Those stay unknown, and the recovery looks the charge up at every
+ * provider by its key before anything is tried again.
+ */
+import {
+  AllTargetsFailedError,
+  type CircuitBreakerPolicy,
+  circuitBreaker,
+  deadline,
+  exponentialBackoff,
+  failover,
+  HttpStatusError,
+  isRejection,
+  isRetryableStatus,
+  isTransient,
+  pipeline,
+  retry,
+  retryBudget,
+  type Telemetry,
+  timeout,
+} from 'keel';
+import type { ChargeRequest, ProviderCharge, ProviderClient } from './provider-client.ts';
+
+export interface ProviderRoutingOptions {
+  readonly providers: readonly ProviderClient[];
+  /** Budget of one attempt at one provider, in ms. */
+  readonly attemptTimeoutMs: number;
+  /** Budget of the whole charge across providers and retries, in ms (the request's deadline bounds it too). */
+  readonly deadlineMs: number;
+  readonly telemetry?: Telemetry | undefined;
+}
+
+export interface ProviderRouting {
+  /** Charges at the first provider that takes it, with `idempotencyKey` at each. */
+  charge(request: ChargeRequest, idempotencyKey: string): Promise<ProviderCharge>;
+  /** The charge made with `idempotencyKey` at any provider, or `undefined` if none made one. */
+  lookup(idempotencyKey: string): Promise<ProviderCharge | undefined>;
+  /** The breaker of each provider, by provider name (for readiness and tests). */
+  readonly breakers: ReadonlyMap<string, CircuitBreakerPolicy>;
+}
+
+/** A provider asked us to come back later than this: go elsewhere now instead of waiting. */
+const LONGEST_RETRY_AFTER_MS = 500;
+
+/** The provider certainly did not take the call: it refused it, or it was never reached. */
+export function certainlyNotCharged(error: unknown): boolean {
+  if (isRejection(error)) return true;
+  if (error instanceof HttpStatusError) return isRetryableStatus(error.status);
+  const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
+  return code === 'ECONNREFUSED';
+}
+
+function retryable(error: unknown): boolean {
+  if (error instanceof HttpStatusError && (error.retryAfterMs ?? 0) > LONGEST_RETRY_AFTER_MS) return false;
+  return isTransient(error) && !isRejection(error);
+}
+
+/**
+ * @example
+ * const routing = providerRouting({ providers: [a, b], attemptTimeoutMs: 2_000, deadlineMs: 8_000, telemetry });
+ * const charge = await routing.charge({ amount, currency, reference: orderId }, lease.derivedKey('charge'));
+ */
+export function providerRouting(options: ProviderRoutingOptions): ProviderRouting {
+  const telemetry = options.telemetry === undefined ? {} : { telemetry: options.telemetry };
+  const breakers = new Map<string, CircuitBreakerPolicy>();
+  const targets = options.providers.map((client) => {
+    const name = `provider-${client.name}`;
+    const breaker = circuitBreaker({
+      name,
+      window: { kind: 'count', size: 20 },
+      minimumCalls: 4,
+      failureRateThreshold: 0.5,
+      openMs: 5_000,
+      openBackoff: { factor: 2, maxMs: 60_000 },
+      ...telemetry,
+    });
+    breakers.set(client.name, breaker);
+    return {
+      name,
+      client,
+      policy: pipeline(
+        retry({
+          name,
+          idempotent: true,
+          maxAttempts: 3,
+          budget: retryBudget({ ratio: 0.2, minPerSecond: 5 }),
+          backoff: exponentialBackoff({ initialMs: 25, maxMs: 400, jitter: 'full' }),
+          retryOn: retryable,
+          maxRetryAfterMs: LONGEST_RETRY_AFTER_MS,
+          ...telemetry,
+        }),
+        breaker,
+        timeout({ name, ms: options.attemptTimeoutMs, ...telemetry }),
+      ),
+    };
+  });
+  const providers = failover({ name: 'providers', targets, failoverOn: certainlyNotCharged, ...telemetry });
+  const overall = deadline({ name: 'charge', ms: options.deadlineMs, ...telemetry });
+  return {
+    breakers,
+    charge(request, idempotencyKey) {
+      return overall.execute((context) =>
+        providers.execute(
+          (target, { signal }) => target.client.charge(request, { idempotencyKey, signal }),
+          context,
+        ),
+      );
+    },
+    async lookup(idempotencyKey) {
+      return overall.execute(async ({ signal }) => {
+        const errors: unknown[] = [];
+        for (const client of options.providers) {
+          try {
+            const found = await client.findCharge(idempotencyKey, { signal });
+            if (found !== undefined) return found;
+          } catch (error) {
+            errors.push(error);
+          }
+        }
+        // A provider that could not be asked may hold the charge: not knowing is not "not charged".
+        if (errors.length > 0) throw new AllTargetsFailedError(errors);
+        return undefined;
+      });
+    },
+  };
+}

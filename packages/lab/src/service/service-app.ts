@@ -1,0 +1,185 @@
+/**
+ * @module
+ * Wires the payments service: storage, events, providers, metrics, health and routes, in one of two
+ * configurations of the same code. `guarded` adds what Keel gives — a request deadline, the pool
+ * guard, required idempotency keys with recovery points, breakers, retry budgets and failover, an
+ * outbox and inbox-deduplicated consumers. `naive` leaves each of them out, as a first version
+ * would. Nothing else differs.
+ */
+import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyRequest } from 'fastify';
+import { readDeadlineHeader, withTimeBudget } from 'keel';
+import { fastifyContext, fastifyHealth, idempotencyPlugin } from 'keel/fastify';
+import { idempotency } from 'keel/idempotency';
+import { healthChecks, logMixin } from 'keel/observe';
+import type { Transport } from 'keel/outbox';
+import { postgresStore } from 'keel/postgres';
+import { sqliteStore } from 'keel/sqlite';
+import { accountRoutes } from './account-routes.ts';
+import { tokenSigner } from './auth-tokens.ts';
+import { requestUser } from './bearer-auth.ts';
+import type { ChargeStrategy } from './charge-strategy.ts';
+import type { ServiceConfig } from './config.ts';
+import type { Database } from './database.ts';
+import { type EventOutbox, eventOutbox } from './event-outbox.ts';
+import { openTransport } from './event-transport.ts';
+import { guardedCharge } from './guarded-charge.ts';
+import { type InvoiceConsumers, startInvoiceConsumers } from './invoice-consumer.ts';
+import { type MailStub, mailStub } from './mail-stub.ts';
+import { naiveCharge } from './naive-charge.ts';
+import { CHARGE_ROUTE, orderRoutes } from './order-routes.ts';
+import { postgresDatabase } from './postgres-database.ts';
+import { answerNotFound, answerProblem } from './problem-handler.ts';
+import { providerClient } from './provider-client.ts';
+import { type ProviderRouting, providerRouting } from './provider-routing.ts';
+import { reportRoutes } from './report-routes.ts';
+import { seedSales } from './sales-seed.ts';
+import { migrateSchema } from './schema.ts';
+import { type ServiceMetrics, serviceMetrics } from './service-metrics.ts';
+import type { ServiceApp } from './service-types.ts';
+import { sqliteDatabase } from './sqlite-database.ts';
+
+export interface Service {
+  readonly config: ServiceConfig;
+  readonly app: ServiceApp;
+  readonly db: Database;
+  readonly transport: Transport;
+  readonly outbox: EventOutbox;
+  /** What the invoices asked the mail provider to send. */
+  readonly mail: MailStub;
+  readonly metrics: ServiceMetrics;
+  /** The guarded provider pipeline (breakers by provider); `undefined` in naive mode. */
+  readonly routing: ProviderRouting | undefined;
+  /** Starts the relay and the consumers and listens; resolves with the base URL. */
+  start(): Promise<string>;
+  /** Stops listening, lets requests in flight finish, stops events, closes the database. */
+  stop(): Promise<void>;
+}
+
+function openDatabase(config: ServiceConfig, metrics: ServiceMetrics): Database {
+  const telemetry = config.mode === 'guarded' ? { telemetry: metrics.keel.policy } : {};
+  return config.db.kind === 'sqlite'
+    ? sqliteDatabase({ path: config.db.path, mode: config.mode, poolSize: config.db.poolSize, ...telemetry })
+    : postgresDatabase({ url: config.db.url, mode: config.mode, poolSize: config.db.poolSize, ...telemetry });
+}
+
+/**
+ * Migrates and seeds the database, connects the transport and builds the app; `start()` listens.
+ *
+ * @example
+ * const service = await buildService(serviceConfig({ providerA: a.url, providerB: b.url, rows: 500 }));
+ * const url = await service.start();
+ * await service.stop();
+ */
+export async function buildService(config: ServiceConfig): Promise<Service> {
+  const metrics = serviceMetrics();
+  const db = openDatabase(config, metrics);
+  let opened: Awaited<ReturnType<typeof openTransport>> | undefined;
+  try {
+    await migrateSchema(db.driver);
+    await seedSales(db.driver, { rows: config.salesRows, seed: config.seed });
+    opened = await openTransport(config.broker, config.eventChannel);
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  const { transport } = opened;
+  const closeTransport = opened.close;
+  const guarded = config.mode === 'guarded';
+  const tokens = tokenSigner(config.tokenSecret);
+  const mail = mailStub();
+  const outbox = await eventOutbox({ db, transport, telemetry: metrics.keel.outbox });
+  const providers = [
+    providerClient(config.primary.name, config.primary.url),
+    providerClient(config.secondary.name, config.secondary.url),
+  ];
+
+  const app: ServiceApp = Fastify({
+    bodyLimit: config.bodyLimitBytes,
+    logger: config.logger ? { mixin: logMixin() } : false,
+  }).withTypeProvider();
+  app.setValidatorCompiler(TypeBoxValidatorCompiler);
+  app.setErrorHandler(answerProblem);
+  app.setNotFoundHandler(answerNotFound);
+
+  const startContext = fastifyContext();
+  app.addHook('onRequest', (request, reply, done) =>
+    startContext(request, reply, () => {
+      if (!guarded) return done();
+      // The request's budget, from its Request-Timeout header or the default, bounds everything below.
+      withTimeBudget(readDeadlineHeader(request.headers) ?? config.requestTimeoutMs, done);
+    }),
+  );
+
+  let routing: ProviderRouting | undefined;
+  let charges: ChargeStrategy;
+  if (guarded) {
+    const driver = db.driver;
+    const store =
+      driver.dialect === 'sqlite' ? sqliteStore({ db: driver.db }) : postgresStore({ pool: driver.pool });
+    if (driver.dialect === 'postgres') await (store as ReturnType<typeof postgresStore>).ensureSchema();
+    const engine = idempotency({ store, telemetry: metrics.keel.idempotency, name: 'charges' });
+    await app.register(idempotencyPlugin, {
+      engine,
+      principal: (request) => requestUser(request as FastifyRequest),
+      // Keys are scoped to the order being charged, not only to the route pattern.
+      route: (request) => request.url.split('?')[0] ?? request.url,
+      routes: (route, method) => method === 'POST' && route === CHARGE_ROUTE,
+    });
+    routing = providerRouting({
+      providers,
+      attemptTimeoutMs: config.providerTimeoutMs,
+      deadlineMs: config.requestTimeoutMs,
+      telemetry: metrics.keel.policy,
+    });
+    charges = guardedCharge({ db, routing, outbox, metrics: metrics.domain });
+  } else {
+    charges = naiveCharge({ db, providers, transport, metrics: metrics.domain });
+  }
+
+  accountRoutes(app, { db, tokens, scryptCost: config.scryptCost });
+  orderRoutes(app, { db, tokens, charges, metrics: metrics.domain });
+  reportRoutes(app, { db, tokens });
+  const health = healthChecks({
+    checks: {
+      database: async () => (await db.reader('api').get('SELECT 1 AS ok')) !== undefined,
+    },
+  });
+  fastifyHealth(app, health, { metrics: metrics.registry });
+
+  let consumers: InvoiceConsumers | undefined;
+  let stopping: Promise<void> | undefined;
+  return {
+    config,
+    app,
+    db,
+    transport,
+    outbox,
+    mail,
+    metrics,
+    routing,
+    async start() {
+      consumers = await startInvoiceConsumers({
+        mode: config.mode,
+        db,
+        transport,
+        outbox,
+        mail,
+        metrics: metrics.domain,
+        telemetry: metrics.keel.outbox,
+      });
+      if (guarded) outbox.start();
+      return app.listen({ host: config.host, port: config.port });
+    },
+    stop() {
+      stopping ??= (async () => {
+        await app.close();
+        await outbox.stop();
+        await consumers?.stop();
+        await closeTransport();
+        await db.close();
+      })();
+      return stopping;
+    },
+  };
+}
