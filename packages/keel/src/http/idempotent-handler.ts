@@ -51,7 +51,11 @@ export interface IdempotentHandlerOptions<Request> {
    * @default the framework's matched route (Fastify `routeOptions.url`, Express `baseUrl + route.path`, Hono the matched path)
    */
   route?: (request: Request) => string;
-  /** Request parts besides the body that make two requests different, e.g. path parameters. */
+  /**
+   * Request parts besides the body that make two requests different. The same key sent to
+   * `/orders/1/charge` and then `/orders/2/charge` must not replay the first order's answer.
+   * @default the route's path parameters (`{ params: { id: '1' } }`), so that case is a 422 mismatch
+   */
   parts?: (request: Request) => Readonly<Record<string, unknown>>;
   /** Latest-wins engines: the request's sequence (a version header, a body field). */
   sequence?: (request: Request) => number | undefined;
@@ -97,6 +101,8 @@ export interface HttpFacts {
   readonly body: unknown;
   /** The request path, used as the problem's `instance`. */
   readonly path: string;
+  /** The route's path parameters, fingerprinted unless the `parts` option says otherwise. */
+  readonly params?: unknown;
 }
 
 /**
@@ -225,7 +231,7 @@ export class IdempotentHandler<Request> {
    */
   async open(request: Request, facts: HttpFacts): Promise<IdempotentOpening> {
     const key = typeof facts.key === 'string' || facts.key === undefined ? facts.key : facts.key.join(', ');
-    const parts = this.#parts?.(request);
+    const parts = this.#parts ? this.#parts(request) : paramsPart(facts.params);
     const sequence = this.#sequence?.(request);
     try {
       const decision = await this.engine.begin({
@@ -333,4 +339,11 @@ export function bodyText(body: string | Uint8Array | null | undefined): string |
       ? body
       : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
   return text.length === 0 ? null : text;
+}
+
+/** `{ params }` when the route has path parameters, so they are part of the fingerprint. */
+function paramsPart(params: unknown): Readonly<Record<string, unknown>> | undefined {
+  if (typeof params !== 'object' || params === null) return undefined;
+  for (const _ in params) return { params };
+  return undefined;
 }

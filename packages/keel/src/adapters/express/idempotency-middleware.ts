@@ -18,6 +18,7 @@ export interface ExpressRequestLike {
   readonly path: string;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly body?: unknown;
+  readonly params?: Readonly<Record<string, string>>;
   readonly route?: { readonly path: unknown } | undefined;
 }
 
@@ -95,6 +96,7 @@ export function expressIdempotency<Request extends ExpressRequestLike = ExpressR
         key: req.headers[core.engine.header],
         body: req.body,
         path,
+        params: req.params,
       })
       .then((opening) => {
         if (opening.kind === 'bypass') return next();

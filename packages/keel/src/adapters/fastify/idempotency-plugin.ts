@@ -19,6 +19,7 @@ export interface FastifyRequestLike {
   readonly url: string;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly body?: unknown;
+  readonly params?: unknown;
   readonly routeOptions: { readonly url?: string | undefined };
 }
 
@@ -149,6 +150,7 @@ export function fastifyIdempotency<Request extends FastifyRequestLike = FastifyR
       key: request.headers[core.engine.header],
       body: request.body,
       path: pathOf(request.url),
+      params: request.params,
     });
     if (opening.kind === 'respond') return answer(reply, opening.answer);
     if (opening.kind === 'execute') {

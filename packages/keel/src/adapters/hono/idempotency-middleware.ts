@@ -15,6 +15,8 @@ export interface HonoContextLike {
     readonly matchedRoutes?: readonly { readonly method: string; readonly path: string }[];
     header(name: string): string | undefined;
     text(): Promise<string>;
+    /** All path parameters of the matched route. */
+    param?(): unknown;
   };
   readonly res: Response;
   set(key: 'idempotency', value: IdempotencyLease): void;
@@ -74,6 +76,7 @@ export function honoIdempotency<Context extends HonoContextLike = HonoContextLik
       key: c.req.header(core.engine.header),
       body: await bodyOf(c),
       path: c.req.path,
+      params: c.req.param?.(),
     });
     if (opening.kind === 'respond') {
       const { status, headers, body } = opening.answer;
