@@ -68,7 +68,7 @@ export function counter<const L extends LabelSpec = NoLabels>(
   name: string,
   help: string,
   labels?: L,
-): CounterSpec<L> {
+): CounterSpec<NoInfer<L>> {
   return { kind: 'counter', name, help, labels };
 }
 
@@ -83,7 +83,7 @@ export function gauge<const L extends LabelSpec = NoLabels>(
   help: string,
   labels?: L,
   collect?: GaugeDeclaration<L>['collect'],
-): GaugeSpec<L> {
+): GaugeSpec<NoInfer<L>> {
   return { kind: 'gauge', name, help, labels, collect };
 }
 
@@ -98,7 +98,7 @@ export function histogram<const L extends LabelSpec = NoLabels>(
   help: string,
   buckets: readonly number[],
   labels?: L,
-): HistogramSpec<L> {
+): HistogramSpec<NoInfer<L>> {
   return { kind: 'histogram', name, help, labels, buckets };
 }
 
