@@ -75,10 +75,10 @@ export class StatementTimeoutError extends TimeoutError implements ProblemSource
     if (options.cause !== undefined) this.cause = options.cause;
     this.routeClass = routeClass;
   }
-  get problemHeaders(): undefined {
+  override get problemHeaders(): undefined {
     return undefined;
   }
-  toProblem(instance?: string): ProblemDetails {
+  override toProblem(instance?: string): ProblemDetails {
     return {
       type: problemType('database-timeout'),
       title: 'The database statement timed out',
