@@ -68,3 +68,38 @@ export function parseRetryAfter(
   if (Number.isNaN(at)) return undefined;
   return Math.max(0, at - now);
 }
+
+/** Connection errors raised before a request was sent: the server cannot have acted on it. */
+const NOT_SENT_NETWORK_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+/**
+ * True when the call certainly did not take effect, so sending it elsewhere cannot do it twice: a
+ * local rejection (open breaker, full bulkhead, spent deadline — the dependency was never called), a
+ * connection that was never made, or a status by which the server says it did not act (408, 425,
+ * 429, 503). A timeout, a reset connection or a 500 leave the outcome unknown: a charge may have
+ * gone through, and only a lookup can tell.
+ *
+ * @example
+ * failover({ targets, failoverOn: isUnprocessed }) // the default unless the operation is idempotent
+ */
+export function isUnprocessed(err: unknown): boolean {
+  if (isRejection(err)) return true;
+  if (err instanceof HttpStatusError) {
+    return err.status === 408 || err.status === 425 || err.status === 429 || err.status === 503;
+  }
+  if (typeof err !== 'object' || err === null) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return NOT_SENT_NETWORK_CODES.has(code);
+  const cause = (err as { cause?: unknown }).cause;
+  if (typeof cause !== 'object' || cause === null || cause === err) return false;
+  const causeCode = (cause as { code?: unknown }).code;
+  return typeof causeCode === 'string' && NOT_SENT_NETWORK_CODES.has(causeCode);
+}

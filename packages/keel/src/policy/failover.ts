@@ -20,7 +20,7 @@
  * @module
  */
 
-import { isTransient } from '../errors/is-transient.ts';
+import { isTransient, isUnprocessed } from '../errors/is-transient.ts';
 import { InvalidOptionError } from '../errors/keel-error.ts';
 import { AllTargetsFailedError } from '../errors/policy-errors.ts';
 import type { Clock } from './clock.ts';
@@ -56,14 +56,20 @@ export interface FailoverOptions<Target extends FailoverTarget> extends CommonOp
   /** The targets in order of preference: the primary first. */
   targets: readonly Target[];
   /**
+   * Whether repeating the call on another target is harmless even when the first target may have
+   * acted on it (a read, or a write the targets deduplicate between them). A charge is not: after a
+   * timeout at provider A the card may be charged, and provider B would charge it again.
+   * @default false
+   */
+  idempotent?: boolean;
+  /**
    * Which errors move the call on to the next target. Any other error — a declined card, a
-   * validation error, a 4xx — would fail the same way everywhere, so it is rethrown at once.
-   * @default isTransient: timeouts, network errors, 408/429/5xx, and local rejections such as an open breaker
+   * validation error, a 4xx, or an outcome that is unknown — is rethrown at once.
+   * @default isUnprocessed (the call certainly did not take effect: an open breaker, a refused
+   * connection, 429/503), or isTransient (also timeouts, resets and 5xx) when `idempotent` is true
    */
   failoverOn?: (error: unknown) => boolean;
 }
-
-const DEFAULTS = Object.freeze({ failoverOn: isTransient });
 
 /** See {@link failover}. */
 export class FailoverPolicy<Target extends FailoverTarget = FailoverTarget> {
@@ -96,7 +102,11 @@ export class FailoverPolicy<Target extends FailoverTarget = FailoverTarget> {
       }
     });
     this.targets = Object.freeze([...targets]);
-    this.failoverOn = checkFunction('failoverOn', options.failoverOn ?? DEFAULTS.failoverOn);
+    if (options.idempotent !== undefined && typeof options.idempotent !== 'boolean') {
+      throw new InvalidOptionError('idempotent', 'must be a boolean');
+    }
+    const fallbackRule = options.idempotent === true ? isTransient : isUnprocessed;
+    this.failoverOn = checkFunction('failoverOn', options.failoverOn ?? fallbackRule);
   }
 
   /**

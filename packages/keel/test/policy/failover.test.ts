@@ -38,7 +38,8 @@ interface Provider {
   readonly charge: (context: ExecutionContext) => Promise<string>;
 }
 
-function setup(charges: Record<string, (context: ExecutionContext) => Promise<string>>) {
+/** Mechanics tests call targets that are safe to repeat on; the default rule has its own tests below. */
+function setup(charges: Record<string, (context: ExecutionContext) => Promise<string>>, idempotent = true) {
   const clock = new FakeClock();
   const calls: string[] = [];
   const breakers = new Map<string, FakeBreaker>();
@@ -54,7 +55,7 @@ function setup(charges: Record<string, (context: ExecutionContext) => Promise<st
       },
     };
   });
-  const providers = failover({ clock, targets });
+  const providers = failover({ clock, targets, idempotent });
   const events: PolicyEvent[] = [];
   providers.onEvent((e) => events.push(e));
   const run = (options?: { deadline?: number; signal?: AbortSignal }) =>
@@ -173,6 +174,7 @@ describe('failover', () => {
     const timers = new TimerWheel({ clock, resolutionMs: 1 });
     const providers = failover({
       timers,
+      idempotent: true,
       targets: [
         { name: 'slow', policy: timeout({ ms: 100, timers }) },
         { name: 'fast', policy: timeout({ ms: 100, timers }) },
@@ -200,10 +202,42 @@ describe('failover', () => {
   it('calls a target without a policy bare, turning a synchronous throw into a rejection', async () => {
     const providers = failover({ targets: [{ name: 'a' }, { name: 'b' }] });
     const result = providers.execute((target) => {
-      if (target.name === 'a') throw new HttpStatusError(500);
+      if (target.name === 'a') throw new HttpStatusError(503);
       return target.name;
     });
     await expect(result).resolves.toBe('b');
+  });
+
+  it('by default moves on only when the call certainly did not take effect', async () => {
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    const viaFetch = new TypeError('fetch failed', { cause: refused });
+    const outcomes: Array<[string, unknown, boolean]> = [
+      ['a timeout (the charge may have gone through)', new TimeoutError(2_000), false],
+      ['a reset connection', reset, false],
+      ['a 500', new HttpStatusError(500), false],
+      ['a 502', new HttpStatusError(502), false],
+      ['an open breaker', new BrokenCircuitError(1_000, 1_000), true],
+      ['a refused connection', refused, true],
+      ['a refused connection wrapped by fetch', viaFetch, true],
+      ['a 503', new HttpStatusError(503), true],
+      ['a 429', new HttpStatusError(429), true],
+    ];
+    for (const [what, error, movesOn] of outcomes) {
+      const { run, calls } = setup(
+        { primary: () => Promise.reject(error), secondary: async () => 'ch_2' },
+        false,
+      );
+      const result = await run().catch((e: unknown) => e);
+      expect(calls, what).toEqual(movesOn ? ['primary', 'secondary'] : ['primary']);
+      expect(result, what).toBe(movesOn ? 'ch_2' : error);
+    }
+  });
+
+  it('refuses an idempotent flag that is not a boolean', () => {
+    expect(() => failover({ targets: [{ name: 'a' }], idempotent: 'yes' as unknown as boolean })).toThrow(
+      /^idempotent: /,
+    );
   });
 
   it('refuses bad configuration, naming the option', () => {

@@ -72,11 +72,11 @@ function guardedService(
     policy: pipeline(
       circuitBreaker({
         name: client.name,
-        window: { kind: 'count', size: 10 },
-        minimumCalls: 5,
-        openMs: 2_000,
+        window: { kind: 'count', size: 6 },
+        minimumCalls: 3,
+        openMs: 5_000,
       }),
-      timeout({ ms: 250 }),
+      timeout({ ms: 150 }),
     ),
   });
   const providers = failover({ targets: [target(providerA), target(providerB)] });
@@ -160,7 +160,7 @@ async function run(mode: 'naive' | 'guarded', options: DemoOptions): Promise<Run
   const providerB = new SimulatedProvider('provider-b', 30);
   const service =
     mode === 'naive' ? naiveService(pool, providerA) : guardedService(pool, providerA, providerB);
-  const [cleanMs, faultMs] = options.quick ? [800, 1_600] : [2_000, 4_000];
+  const [cleanMs, faultMs] = options.quick ? [1_000, 2_500] : [2_000, 6_000];
   const clean = await phase(service, cleanMs, random);
   providerA.hanging = true;
   const fault = await phase(service, faultMs, random);
