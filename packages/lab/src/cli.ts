@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 /**
- * The `keel` command. `keel lab` runs the failure lab; the other commands arrive with the payments
- * service they operate on.
+ * The `keel` command. `keel lab` runs the failure lab; `keel serve` runs the payments service and
+ * its two payment providers on this machine; the other commands arrive with the repairs they make.
  */
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo/cascade-demo.ts';
+import { SERVE_USAGE, serve } from './service/serve-command.ts';
 
 const USAGE = `Usage: keel <command> [options]
 
 Commands:
   lab      reproduce the failure patterns against a naive and a guarded configuration
+  serve    run the payments service and two payment providers on 127.0.0.1, with a demo user
+           (keel serve --help for its options)
   help     show this message
 `;
 
@@ -26,6 +29,12 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(report.text);
       return report.pass ? 0 : 1;
     }
+    case 'serve':
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(SERVE_USAGE);
+        return 0;
+      }
+      return serve(rest);
     case 'help':
     case '--help':
     case '-h':

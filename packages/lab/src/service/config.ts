@@ -62,6 +62,24 @@ export interface ServiceConfig {
   readonly bodyLimitBytes: number;
   /** Let Fastify log requests (pino) to stdout. */
   readonly logger: boolean;
+  /** Log firing and resolved alerts (pino, to stderr). Guarded mode only. */
+  readonly logAlerts: boolean;
+  /** Time between two rounds of the invariants (guarded mode), in ms. */
+  readonly invariantIntervalMs: number;
+  /** How long a payment may wait for its invoice (and its event for the consumer), in ms. */
+  readonly invoiceGraceMs: number;
+  /** How far back the providers' ledgers are reconciled with the payments, in ms. */
+  readonly reconcileWindowMs: number;
+  /** How long a charge owns its `Idempotency-Key` before the completer may take it over, in ms. */
+  readonly chargeLeaseMs: number;
+  /** Orders stuck in `charging` longer than the lease tolerated before the abandoned-payments alert. */
+  readonly abandonedLimit: number;
+  /** Time between two sweeps of the completer (guarded mode), in ms. */
+  readonly completerIntervalMs: number;
+  /** Time between two runs of the sales report job, in ms. */
+  readonly reportIntervalMs: number;
+  /** How often the invoice consumer checks in with its heartbeat, in ms. */
+  readonly consumerHeartbeatMs: number;
 }
 
 /** What a caller may give; everything not given takes its default. */
@@ -85,6 +103,15 @@ export interface ServiceConfigInput {
   scryptCost?: number;
   bodyLimitBytes?: number;
   logger?: boolean;
+  logAlerts?: boolean;
+  invariantIntervalMs?: number;
+  invoiceGraceMs?: number;
+  reconcileWindowMs?: number;
+  chargeLeaseMs?: number;
+  abandonedLimit?: number;
+  completerIntervalMs?: number;
+  reportIntervalMs?: number;
+  consumerHeartbeatMs?: number;
 }
 
 /** A setting was missing or out of range; `setting` names it. */
@@ -113,7 +140,18 @@ const DEFAULTS = Object.freeze({
   scryptCost: 16_384,
   bodyLimitBytes: 16_384,
   logger: false,
+  logAlerts: true,
+  invariantIntervalMs: 30_000,
+  invoiceGraceMs: 300_000,
+  reconcileWindowMs: 3_600_000,
+  chargeLeaseMs: 30_000,
+  abandonedLimit: 10,
+  completerIntervalMs: 15_000,
+  reportIntervalMs: 3_600_000,
+  consumerHeartbeatMs: 60_000,
 });
+
+const DAY_MS = 86_400_000;
 
 function integer(setting: string, value: number, min: number, max: number): number {
   if (!Number.isInteger(value) || value < min || value > max) {
@@ -219,6 +257,40 @@ export function serviceConfig(input: ServiceConfigInput): ServiceConfig {
       10_485_760,
     ),
     logger: input.logger ?? DEFAULTS.logger,
+    logAlerts: input.logAlerts ?? DEFAULTS.logAlerts,
+    invariantIntervalMs: integer(
+      'invariantIntervalMs',
+      input.invariantIntervalMs ?? DEFAULTS.invariantIntervalMs,
+      10,
+      DAY_MS,
+    ),
+    invoiceGraceMs: integer('invoiceGraceMs', input.invoiceGraceMs ?? DEFAULTS.invoiceGraceMs, 0, DAY_MS),
+    reconcileWindowMs: integer(
+      'reconcileWindowMs',
+      input.reconcileWindowMs ?? DEFAULTS.reconcileWindowMs,
+      1_000,
+      30 * DAY_MS,
+    ),
+    chargeLeaseMs: integer('chargeLeaseMs', input.chargeLeaseMs ?? DEFAULTS.chargeLeaseMs, 10, DAY_MS),
+    abandonedLimit: integer('abandonedLimit', input.abandonedLimit ?? DEFAULTS.abandonedLimit, 0, 1_000_000),
+    completerIntervalMs: integer(
+      'completerIntervalMs',
+      input.completerIntervalMs ?? DEFAULTS.completerIntervalMs,
+      10,
+      DAY_MS,
+    ),
+    reportIntervalMs: integer(
+      'reportIntervalMs',
+      input.reportIntervalMs ?? DEFAULTS.reportIntervalMs,
+      10,
+      DAY_MS,
+    ),
+    consumerHeartbeatMs: integer(
+      'consumerHeartbeatMs',
+      input.consumerHeartbeatMs ?? DEFAULTS.consumerHeartbeatMs,
+      10,
+      DAY_MS,
+    ),
   });
 }
 
@@ -230,6 +302,11 @@ const NUMERIC_FLAGS: Readonly<Record<string, keyof ServiceConfigInput>> = {
   '--request-timeout': 'requestTimeoutMs',
   '--provider-timeout': 'providerTimeoutMs',
   '--scrypt-cost': 'scryptCost',
+  '--invariant-interval': 'invariantIntervalMs',
+  '--invoice-grace': 'invoiceGraceMs',
+  '--charge-lease': 'chargeLeaseMs',
+  '--completer-interval': 'completerIntervalMs',
+  '--report-interval': 'reportIntervalMs',
 };
 
 const STRING_FLAGS: Readonly<Record<string, keyof ServiceConfigInput>> = {

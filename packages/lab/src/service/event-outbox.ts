@@ -17,6 +17,9 @@ import { postgresOutbox } from 'keel/postgres';
 import { sqliteOutbox } from 'keel/sqlite';
 import type { Database, SqlTransaction } from './database.ts';
 
+/** The outbox table (Keel's default name), which the published-vs-consumed invariant reads. */
+export const OUTBOX_TABLE = 'keel_outbox';
+
 export interface EventOutbox {
   /** Writes `event` inside `tx`; it is published after the transaction commits. */
   append(tx: SqlTransaction, event: NewOutboxEvent): Promise<OutboxEvent>;
@@ -48,8 +51,8 @@ export async function eventOutbox(options: EventOutboxOptions): Promise<EventOut
   const driver = db.driver;
   const store =
     driver.dialect === 'sqlite'
-      ? sqliteOutbox({ db: driver.db, ...telemetry })
-      : postgresOutbox({ pool: driver.pool, ...telemetry });
+      ? sqliteOutbox({ db: driver.db, table: OUTBOX_TABLE, ...telemetry })
+      : postgresOutbox({ pool: driver.pool, table: OUTBOX_TABLE, ...telemetry });
   if ('ensureSchema' in store && driver.dialect === 'postgres') await store.ensureSchema();
   const relay = outboxRelay({ store, transport, pollIntervalMs: 250, ...telemetry });
   let started = false;

@@ -12,11 +12,11 @@
  */
 import { isTransient } from 'keel';
 import { idempotencyLease } from 'keel/fastify';
-import { runPhases } from 'keel/idempotency';
+import { runPhases, type StoredResponse } from 'keel/idempotency';
 import { bindEntity } from 'keel/observe';
 import type { ChargeInput, ChargeStrategy } from './charge-strategy.ts';
 import { paymentResponse } from './charge-strategy.ts';
-import type { Database } from './database.ts';
+import type { Database, SqlTransaction } from './database.ts';
 import {
   ChargeInProgressError,
   OrderAlreadyPaidError,
@@ -37,9 +37,33 @@ export interface GuardedChargeOptions {
   readonly metrics: DomainMetrics;
 }
 
-interface Attempt {
+/** The result of the `attempt` phase, kept with the recovery point so the completer can finish it. */
+export interface ChargeAttempt {
+  readonly orderId: string;
   readonly amount: number;
   readonly currency: string;
+}
+
+/** The phase whose derived key the providers receive, for reconciling by key. */
+export const CHARGE_PHASE = 'charge';
+
+/**
+ * The last phase of a charge, in the caller's transaction: the payment row, the order `paid` and
+ * `payment.completed` in the outbox; resolves with the response to store for replays.
+ *
+ * @example
+ * const response = await recordPayment(db.join(handle), outbox, orderId, charge);
+ */
+export async function recordPayment(
+  tx: SqlTransaction,
+  outbox: EventOutbox,
+  orderId: string,
+  charge: ProviderCharge,
+): Promise<StoredResponse> {
+  const payment = await insertPayment(tx, orderId, charge);
+  await moveOrder(tx, orderId, ['pending', 'charging'], 'paid');
+  await outbox.append(tx, paymentCompleted(payment));
+  return paymentResponse(payment);
 }
 
 /**
@@ -72,17 +96,17 @@ export function guardedCharge(options: GuardedChargeOptions): ChargeStrategy {
           [
             {
               name: 'attempt',
-              run: async (_context, handle): Promise<Attempt> => {
+              run: async (_context, handle): Promise<ChargeAttempt> => {
                 const moved = await moveOrder(db.join(handle), orderId, ['pending'], 'charging');
                 if (!moved) refuse(await findOrder(db.join(handle), userId, orderId));
-                return { amount: order.amount, currency: order.currency };
+                return { orderId, amount: order.amount, currency: order.currency };
               },
             },
             {
-              name: 'charge',
+              name: CHARGE_PHASE,
               kind: 'external',
               run: (context, key) => {
-                const attempt = context.results.attempt as Attempt;
+                const attempt = context.results.attempt as ChargeAttempt;
                 return routing.charge(
                   { amount: attempt.amount, currency: attempt.currency, reference: orderId },
                   key,
@@ -92,13 +116,13 @@ export function guardedCharge(options: GuardedChargeOptions): ChargeStrategy {
             },
           ],
           {
-            run: async (context, handle) => {
-              const tx = db.join(handle);
-              const payment = await insertPayment(tx, orderId, context.results.charge as ProviderCharge);
-              await moveOrder(tx, orderId, ['pending', 'charging'], 'paid');
-              await outbox.append(tx, paymentCompleted(payment));
-              return paymentResponse(payment);
-            },
+            run: (context, handle) =>
+              recordPayment(
+                db.join(handle),
+                outbox,
+                orderId,
+                context.results[CHARGE_PHASE] as ProviderCharge,
+              ),
           },
           { transaction },
         ).then((response) => {

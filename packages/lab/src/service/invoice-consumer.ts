@@ -31,6 +31,12 @@ import {
 import { insertInvoice } from './payment-records.ts';
 import type { DomainMetrics } from './service-metrics.ts';
 
+/** The inbox table (Keel's default name), which the published-vs-consumed invariant reads. */
+export const INBOX_TABLE = 'keel_inbox';
+
+/** The consumer group that turns `payment.completed` into invoices. */
+export const INVOICE_GROUP = 'invoices';
+
 export interface InvoiceConsumersOptions {
   readonly mode: ServiceMode;
   readonly db: Database;
@@ -39,6 +45,8 @@ export interface InvoiceConsumersOptions {
   readonly mail: MailStub;
   readonly metrics: DomainMetrics;
   readonly telemetry?: OutboxTelemetry | undefined;
+  /** Told of every invoice written, after its transaction (the consumer's heartbeat counts them). */
+  readonly onInvoice?: (() => void) | undefined;
 }
 
 export interface InvoiceConsumers {
@@ -48,7 +56,9 @@ export interface InvoiceConsumers {
 function inboxOf(db: Database): InboxStore<unknown> {
   const driver = db.driver;
   return (
-    driver.dialect === 'sqlite' ? sqliteInbox({ db: driver.db }) : postgresInbox({ pool: driver.pool })
+    driver.dialect === 'sqlite'
+      ? sqliteInbox({ db: driver.db, table: INBOX_TABLE })
+      : postgresInbox({ pool: driver.pool, table: INBOX_TABLE })
   ) as InboxStore<unknown>;
 }
 
@@ -88,9 +98,10 @@ export async function startInvoiceConsumers(options: InvoiceConsumersOptions): P
 
   if (options.mode === 'naive') {
     const subscriptions = [
-      await transport.subscribe({ group: 'invoices', types: [PAYMENT_COMPLETED] }, async (delivery) => {
+      await transport.subscribe({ group: INVOICE_GROUP, types: [PAYMENT_COMPLETED] }, async (delivery) => {
         const sent: NewOutboxEvent[] = [];
         await db.transaction('api', (tx) => writeInvoice(tx, delivery.event, async (e) => void sent.push(e)));
+        options.onInvoice?.();
         for (const event of sent) transport.publish(publishable(event)).catch(() => undefined);
         await delivery.ack();
       }),
@@ -108,11 +119,13 @@ export async function startInvoiceConsumers(options: InvoiceConsumersOptions): P
   const invoices = outboxConsumer({
     transport,
     inbox,
-    group: 'invoices',
+    group: INVOICE_GROUP,
     handlers: {
       [PAYMENT_COMPLETED]: async (event, handle) => {
         const tx = db.join(handle);
         await writeInvoice(tx, event, async (e) => void (await outbox.append(tx, e)));
+        // Counted before the inbox commits; a rollback after this is retried and counted again.
+        options.onInvoice?.();
       },
     },
     onUnknown: 'skip',

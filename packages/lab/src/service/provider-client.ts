@@ -37,12 +37,37 @@ export interface ProviderClient {
   charge(request: ChargeRequest, options?: CallOptions): Promise<ProviderCharge>;
   /** The charge made with `idempotencyKey`, or `undefined` when the provider never made one. */
   findCharge(idempotencyKey: string, options?: CallOptions): Promise<ProviderCharge | undefined>;
+  /** One page of the charges made at or after `createdGte` (epoch ms), oldest first. */
+  listCharges(page: ChargeListPage, options?: CallOptions): Promise<ProviderChargeList>;
+}
+
+/** Which page of the provider's charges to read. */
+export interface ChargeListPage {
+  readonly createdGte: number;
+  /** `nextCursor` of the previous page. */
+  readonly cursor?: string | undefined;
+  /** @default 100 */
+  readonly limit?: number;
+}
+
+/** A charge as the provider's listing shows it: with the reference (order id) and when it was made. */
+export interface ListedCharge extends ProviderCharge {
+  readonly reference: string;
+  readonly created: number;
+}
+
+export interface ProviderChargeList {
+  readonly charges: readonly ListedCharge[];
+  /** Cursor of the next page, `undefined` on the last one. */
+  readonly nextCursor: string | undefined;
 }
 
 interface ProviderChargeBody {
   id: string;
   amount: number;
   currency: string;
+  reference: string;
+  created: number;
 }
 
 async function refusal(provider: string, response: Response): Promise<Error> {
@@ -100,6 +125,26 @@ export function providerClient(name: string, baseUrl: string): ProviderClient {
       const list = (await response.json()) as { data: ProviderChargeBody[] };
       const found = list.data[0];
       return found === undefined ? undefined : charge(found);
+    },
+    async listCharges(page, options = {}) {
+      const query = new URLSearchParams({
+        created_gte: String(page.createdGte),
+        limit: String(page.limit ?? 100),
+      });
+      if (page.cursor !== undefined) query.set('cursor', page.cursor);
+      const response = await fetch(`${baseUrl}/charges?${query}`, {
+        ...(options.signal !== undefined && { signal: options.signal }),
+      });
+      if (!response.ok) throw await refusal(name, response);
+      const list = (await response.json()) as { data: ProviderChargeBody[]; next_cursor: string | null };
+      return {
+        charges: list.data.map((body) => ({
+          ...charge(body),
+          reference: body.reference,
+          created: body.created,
+        })),
+        nextCursor: list.next_cursor ?? undefined,
+      };
     },
   };
 }

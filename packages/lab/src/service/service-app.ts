@@ -3,19 +3,31 @@
  * Wires the payments service: storage, events, providers, metrics, health and routes, in one of two
  * configurations of the same code. `guarded` adds what Keel gives — a request deadline, the pool
  * guard, required idempotency keys with recovery points, breakers, retry budgets and failover, an
- * outbox and inbox-deduplicated consumers. `naive` leaves each of them out, as a first version
- * would. Nothing else differs.
+ * outbox and inbox-deduplicated consumers, the completer sweep over abandoned charges, and invariants
+ * and heartbeats that alert on what no response shows. `naive` leaves each of them out, as a first
+ * version would. Nothing else differs.
  */
 import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyRequest } from 'fastify';
 import { readDeadlineHeader, withTimeBudget } from 'keel';
 import { fastifyContext, fastifyHealth, idempotencyPlugin } from 'keel/fastify';
-import { idempotency } from 'keel/idempotency';
-import { healthChecks, logMixin } from 'keel/observe';
+import { type CompleterReport, idempotency } from 'keel/idempotency';
+import {
+  type AlertNotification,
+  type AlertSink,
+  healthChecks,
+  type InvariantEvaluator,
+  invariants,
+  logMixin,
+  logSink,
+} from 'keel/observe';
 import type { Transport } from 'keel/outbox';
 import { postgresStore } from 'keel/postgres';
 import { sqliteStore } from 'keel/sqlite';
+import pino from 'pino';
+import { type AbandonedChargeSweep, abandonedChargeSweep } from './abandoned-charges.ts';
 import { accountRoutes } from './account-routes.ts';
+import { alertListSink } from './alert-list-sink.ts';
 import { tokenSigner } from './auth-tokens.ts';
 import { requestUser } from './bearer-auth.ts';
 import type { ChargeStrategy } from './charge-strategy.ts';
@@ -28,14 +40,17 @@ import { type InvoiceConsumers, startInvoiceConsumers } from './invoice-consumer
 import { type MailStub, mailStub } from './mail-stub.ts';
 import { naiveCharge } from './naive-charge.ts';
 import { CHARGE_ROUTE, orderRoutes } from './order-routes.ts';
+import { paymentEventBacklog, paymentInvariants } from './payment-invariants.ts';
 import { postgresDatabase } from './postgres-database.ts';
 import { answerNotFound, answerProblem } from './problem-handler.ts';
 import { providerClient } from './provider-client.ts';
+import { providerReconciliation } from './provider-reconciliation.ts';
 import { type ProviderRouting, providerRouting } from './provider-routing.ts';
 import { reportRoutes } from './report-routes.ts';
 import { seedSales } from './sales-seed.ts';
 import { migrateSchema } from './schema.ts';
-import { type ServiceMetrics, serviceMetrics } from './service-metrics.ts';
+import { type InvoiceConsumerJob, invoiceConsumerJob, salesReportJob } from './service-heartbeats.ts';
+import { invariantBreachedGauge, type ServiceMetrics, serviceMetrics } from './service-metrics.ts';
 import type { ServiceApp } from './service-types.ts';
 import { sqliteDatabase } from './sqlite-database.ts';
 
@@ -50,10 +65,27 @@ export interface Service {
   readonly metrics: ServiceMetrics;
   /** The guarded provider pipeline (breakers by provider); `undefined` in naive mode. */
   readonly routing: ProviderRouting | undefined;
-  /** Starts the relay and the consumers and listens; resolves with the base URL. */
+  /**
+   * The invariants and heartbeats, evaluated every `invariantIntervalMs` once started; `undefined`
+   * in naive mode, which has none. `evaluateOnce()` runs a round now.
+   */
+  readonly invariants: InvariantEvaluator | undefined;
+  /** Every alert notification (firing and resolved) so far, oldest first; empty in naive mode. */
+  readonly alerts: readonly AlertNotification[];
+  /** Runs the completer sweep now (guarded mode); `undefined` in naive mode. */
+  sweepAbandoned(): Promise<CompleterReport | undefined>;
+  /** Stops the invoice consumers (and their heartbeat), as a crashed consumer would: the lab's silent failure. */
+  stopInvoiceConsumers(): Promise<void>;
+  /** Starts the relay, the consumers, the jobs, the completer and the invariants, and listens; resolves with the base URL. */
   start(): Promise<string>;
-  /** Stops listening, lets requests in flight finish, stops events, closes the database. */
+  /** Stops listening, lets requests in flight finish, stops jobs and events, closes the database. */
   stop(): Promise<void>;
+}
+
+/** The alert log: pino on stderr, so alerts never mix with what a command prints on stdout. */
+function alertLogSinks(config: ServiceConfig): AlertSink[] {
+  if (!config.logAlerts) return [];
+  return [logSink(pino({ name: 'payments-alerts' }, pino.destination({ dest: 2, sync: true })))];
 }
 
 function openDatabase(config: ServiceConfig, metrics: ServiceMetrics): Database {
@@ -112,13 +144,20 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
   );
 
   let routing: ProviderRouting | undefined;
+  let engine: ReturnType<typeof idempotency> | undefined;
+  let completer: AbandonedChargeSweep | undefined;
   let charges: ChargeStrategy;
   if (guarded) {
     const driver = db.driver;
     const store =
       driver.dialect === 'sqlite' ? sqliteStore({ db: driver.db }) : postgresStore({ pool: driver.pool });
     if (driver.dialect === 'postgres') await (store as ReturnType<typeof postgresStore>).ensureSchema();
-    const engine = idempotency({ store, telemetry: metrics.keel.idempotency, name: 'charges' });
+    engine = idempotency({
+      store,
+      leaseMs: config.chargeLeaseMs,
+      telemetry: metrics.keel.idempotency,
+      name: 'charges',
+    });
     await app.register(idempotencyPlugin, {
       engine,
       principal: (request) => requestUser(request as FastifyRequest),
@@ -133,6 +172,14 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
       telemetry: metrics.keel.policy,
     });
     charges = guardedCharge({ db, routing, outbox, metrics: metrics.domain });
+    completer = abandonedChargeSweep({
+      engine,
+      db,
+      routing,
+      outbox,
+      metrics: metrics.domain,
+      intervalMs: config.completerIntervalMs,
+    });
   } else {
     charges = naiveCharge({ db, providers, transport, metrics: metrics.domain });
   }
@@ -140,14 +187,58 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
   accountRoutes(app, { db, tokens, scryptCost: config.scryptCost });
   orderRoutes(app, { db, tokens, charges, metrics: metrics.domain });
   reportRoutes(app, { db, tokens });
+
+  const reportJob = salesReportJob({ reports: db.reader('report'), everyMs: config.reportIntervalMs });
+  const alertList = alertListSink();
+  let consumerJob: InvoiceConsumerJob | undefined;
+  let evaluator: InvariantEvaluator | undefined;
+  if (guarded) {
+    consumerJob = invoiceConsumerJob({
+      everyMs: config.consumerHeartbeatMs,
+      backlog: paymentEventBacklog(db.driver),
+    });
+    evaluator = invariants({
+      checks: [
+        ...paymentInvariants({
+          driver: db.driver,
+          invoiceGraceMs: config.invoiceGraceMs,
+          chargeLeaseMs: config.chargeLeaseMs,
+          abandonedLimit: config.abandonedLimit,
+        }),
+        providerReconciliation({
+          providers,
+          payments: db.reader('api'),
+          windowMs: config.reconcileWindowMs,
+          // A charge in flight owns its key for the lease; after that the completer finishes it.
+          graceMs: config.chargeLeaseMs + config.completerIntervalMs,
+          requestTimeoutMs: config.providerTimeoutMs,
+        }),
+        consumerJob.heartbeat,
+        reportJob.heartbeat,
+      ],
+      intervalMs: config.invariantIntervalMs,
+      sinks: [...alertLogSinks(config), alertList],
+      breachedGauge: invariantBreachedGauge(metrics),
+    });
+  }
   const health = healthChecks({
     checks: {
       database: async () => (await db.reader('api').get('SELECT 1 AS ok')) !== undefined,
     },
+    // Ready fails while a critical invariant (a paid order without payment, a stopped consumer) fires.
+    ...(evaluator !== undefined && { invariants: evaluator }),
   });
   fastifyHealth(app, health, { metrics: metrics.registry });
 
   let consumers: InvoiceConsumers | undefined;
+  let consumersStopped: Promise<void> | undefined;
+  const stopInvoiceConsumers = () => {
+    consumersStopped ??= (async () => {
+      await consumerJob?.stop();
+      await consumers?.stop();
+    })();
+    return consumersStopped;
+  };
   let stopping: Promise<void> | undefined;
   return {
     config,
@@ -158,6 +249,10 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
     mail,
     metrics,
     routing,
+    invariants: evaluator,
+    alerts: alertList.notifications,
+    sweepAbandoned: async () => completer?.sweep(),
+    stopInvoiceConsumers,
     async start() {
       consumers = await startInvoiceConsumers({
         mode: config.mode,
@@ -167,15 +262,23 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
         mail,
         metrics: metrics.domain,
         telemetry: metrics.keel.outbox,
+        onInvoice: consumerJob?.invoiceWritten,
       });
       if (guarded) outbox.start();
+      consumerJob?.start();
+      reportJob.start();
+      completer?.start();
+      evaluator?.start();
       return app.listen({ host: config.host, port: config.port });
     },
     stop() {
       stopping ??= (async () => {
         await app.close();
+        await evaluator?.stop();
+        await completer?.stop();
+        await reportJob.stop();
         await outbox.stop();
-        await consumers?.stop();
+        await stopInvoiceConsumers();
         await closeTransport();
         await db.close();
       })();

@@ -1,0 +1,82 @@
+/**
+ * @module
+ * The alerts of the payments service's invariants and heartbeats, each with the four parts a person
+ * paged at night needs: what broke, where to look, why it matters to the business, and the next step
+ * — a command to run where one exists. The ids of the offending rows and the query that lists them
+ * all are added by the check when it fires.
+ */
+import { type AlertDefinition, defineAlert } from 'keel/observe';
+
+const GROUP = 'payments';
+
+/** Paid orders without a payment row. */
+export const paidOrdersWithoutPayment: AlertDefinition = defineAlert({
+  what: 'Paid orders without a payment',
+  where: 'table orders (status paid) left join payments; logs: orderId=<id>',
+  impact: 'Orders were marked paid with no record of the money: they ship unpaid or are refunded blind',
+  next: 'Look the order up at the providers (GET /charges?reference=<orderId>), then keel backfill payments --since 1h',
+  severity: 'critical',
+  group: GROUP,
+});
+
+/** Payments without an invoice after the grace period. */
+export const paymentsWithoutInvoice: AlertDefinition = defineAlert({
+  what: 'Payments without an invoice',
+  where: 'table payments left join invoices; logs: paymentId=<id>, consumer group invoices',
+  impact: 'Customers were charged and never got their invoice (a legal and support problem)',
+  next: 'keel backfill invoices --since 24h (the inbox skips events already handled)',
+  severity: 'warning',
+  group: GROUP,
+});
+
+/** `payment.completed` events published and never consumed by the invoices group. */
+export const paymentEventsNotConsumed: AlertDefinition = defineAlert({
+  what: 'payment.completed events published but not consumed',
+  where: 'table keel_outbox (published) not in keel_inbox (group invoices); the invoice consumer logs',
+  impact: 'Invoices stop going out while payments keep succeeding: every response is still a 200',
+  next: 'Check the invoice consumer is running (heartbeat invoice_consumer), then keel replay --type payment.completed --since 1h',
+  severity: 'critical',
+  group: GROUP,
+});
+
+/** Charges at a provider that the service has no payment row for. */
+export const providerChargesWithoutPayment: AlertDefinition = defineAlert({
+  what: 'Provider charges without a payment',
+  where: "providers' GET /charges?created_gte=<window> against table payments; logs: orderId=<reference>",
+  impact:
+    'Customers were charged and the service does not know: no order paid, no invoice, a likely second charge',
+  next: 'Let the completer sweep finish abandoned charges; if the charge stays, keel backfill payments --from-providers --since 1h',
+  severity: 'critical',
+  group: GROUP,
+});
+
+/** Orders stuck in `charging` past the lease, above the tolerated number. */
+export const abandonedPayments: AlertDefinition = defineAlert({
+  what: 'Abandoned payments above the limit',
+  where:
+    "table orders (status charging, updated before the lease); metric payments_sweep_finished_total{outcome='failed'}",
+  impact: 'Customers wait on charges nobody finishes; they retry, or give up and buy elsewhere',
+  next: 'Check the completer sweep and the providers (GET /__stats, breaker state in /metrics); each order id here has its key in keel_idempotency',
+  severity: 'warning',
+  group: GROUP,
+});
+
+/** The invoice consumer stopped checking in, or cannot keep up. */
+export const invoiceConsumerHeartbeat: AlertDefinition = defineAlert({
+  what: 'The invoice consumer is not running properly',
+  where: 'logs of the invoice consumer (group invoices); metric payments_invoices_sent_total',
+  impact: 'Payments go through but no invoice is written or mailed until it runs again',
+  next: 'Restart the service instance that runs the consumer, then keel replay --type payment.completed --since 1h',
+  severity: 'critical',
+  group: GROUP,
+});
+
+/** The sales report job did not run, failed, or produced nothing. */
+export const salesReportHeartbeat: AlertDefinition = defineAlert({
+  what: 'The sales report job did not produce a report',
+  where: 'logs: job=sales_report; table sales',
+  impact: 'Finance works from a stale or empty sales report',
+  next: 'Run the report by hand (GET /reports/sales) and check the sales table has rows in range',
+  severity: 'warning',
+  group: GROUP,
+});

@@ -1,0 +1,188 @@
+/**
+ * @module
+ * What must stay true of the payments data, as Keel invariants over the service's own tables:
+ * every paid order has a payment; every payment has an invoice once the grace period has passed;
+ * every `payment.completed` the outbox published was consumed by the invoices group (matched by
+ * event id against its inbox); and no more than a handful of orders sit in `charging` past the
+ * charge lease. Each query is written for SQLite and for Postgres, runs on the driver handle Keel's
+ * stores use, and travels in the alert so the person paged can list every offending row.
+ */
+import {
+  type DataFinding,
+  dataCheck,
+  flowCheck,
+  type Invariant,
+  postgresFinding,
+  sqliteFinding,
+} from 'keel/observe';
+import type { DatabaseDriver } from './database.ts';
+import { OUTBOX_TABLE } from './event-outbox.ts';
+import { INBOX_TABLE, INVOICE_GROUP } from './invoice-consumer.ts';
+import {
+  abandonedPayments,
+  paidOrdersWithoutPayment,
+  paymentEventsNotConsumed,
+  paymentsWithoutInvoice,
+} from './payment-alerts.ts';
+import { PAYMENT_COMPLETED } from './payment-events.ts';
+
+export interface PaymentInvariantsOptions {
+  readonly driver: DatabaseDriver;
+  /** How long a payment may wait for its invoice, and its event for the consumer, in ms. */
+  readonly invoiceGraceMs: number;
+  /** How long a charge owns its key; an order `charging` for longer was abandoned. */
+  readonly chargeLeaseMs: number;
+  /** Abandoned orders tolerated before the alert. */
+  readonly abandonedLimit: number;
+}
+
+/** Offending ids carried in an alert; the query in it lists the rest. */
+const SAMPLE = 20;
+
+/** How far back published events are matched against the inbox. */
+const FLOW_WINDOW_MS = 86_400_000;
+
+/** The database's own clock in epoch ms, so the checks agree with every instance writing rows. */
+const NOW_MS = {
+  sqlite: "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+  postgres: '(extract(epoch FROM clock_timestamp()) * 1000)::bigint',
+} as const;
+
+type Dialect = keyof typeof NOW_MS;
+
+function paidWithoutPaymentSql(now: string): string {
+  return `SELECT o.id, ${now} - o.updated_at AS age_ms, count(*) OVER () AS total
+  FROM orders o
+ WHERE o.status = 'paid'
+   AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id)
+ ORDER BY o.updated_at LIMIT ${SAMPLE}`;
+}
+
+function paymentsWithoutInvoiceSql(now: string, graceMs: number): string {
+  return `SELECT p.id, ${now} - p.created_at AS age_ms, count(*) OVER () AS total
+  FROM payments p
+ WHERE p.created_at < ${now} - ${graceMs}
+   AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.payment_id = p.id)
+ ORDER BY p.created_at LIMIT ${SAMPLE}`;
+}
+
+const publishedPayments = (now: string) => `e.type = '${PAYMENT_COMPLETED}'
+   AND e.published_at IS NOT NULL AND e.published_at >= ${now} - ${FLOW_WINDOW_MS}`;
+
+function unconsumedSql(now: string): string {
+  return `SELECT e.id, ${now} - e.published_at AS age_ms, count(*) OVER () AS total
+  FROM ${OUTBOX_TABLE} e
+ WHERE ${publishedPayments(now)}
+   AND NOT EXISTS (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id)
+ ORDER BY e.published_at LIMIT ${SAMPLE}`;
+}
+
+function flowCountsSql(now: string): string {
+  return `SELECT count(*) AS published, count(i.event_id) AS consumed
+  FROM ${OUTBOX_TABLE} e
+  LEFT JOIN ${INBOX_TABLE} i ON i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id
+ WHERE ${publishedPayments(now)}`;
+}
+
+function abandonedSql(now: string, leaseMs: number): string {
+  return `SELECT o.id, ${now} - o.updated_at AS age_ms, count(*) OVER () AS total
+  FROM orders o
+ WHERE o.status = 'charging' AND o.updated_at < ${now} - ${leaseMs}
+ ORDER BY o.updated_at LIMIT ${SAMPLE}`;
+}
+
+/** A finding query on whichever database the service runs on. */
+function finding(driver: DatabaseDriver, sql: string): () => Promise<DataFinding> {
+  if (driver.dialect === 'sqlite') {
+    const find = sqliteFinding({ db: driver.db, sql });
+    return async () => find();
+  }
+  return postgresFinding({ pool: driver.pool, sql });
+}
+
+function counts(driver: DatabaseDriver, sql: string): () => Promise<{ published: number; consumed: number }> {
+  return async () => {
+    const row = (
+      driver.dialect === 'sqlite' ? driver.db.prepare(sql).get() : (await driver.pool.query(sql)).rows[0]
+    ) as { published: number | string; consumed: number | string } | undefined;
+    return { published: Number(row?.published ?? 0), consumed: Number(row?.consumed ?? 0) };
+  };
+}
+
+/**
+ * Counts the `payment.completed` events published more than `olderThanMs` ago that the invoices
+ * group has not consumed: the work the invoice consumer's heartbeat expects it to be doing.
+ *
+ * @example
+ * const backlog = paymentEventBacklog(db.driver);
+ * if ((await backlog(60_000)) > 0) consumerHeartbeat.fail(new Error('events waiting'));
+ */
+export function paymentEventBacklog(driver: DatabaseDriver): (olderThanMs: number) => Promise<number> {
+  const now = NOW_MS[driver.dialect];
+  const sql = `SELECT count(*) AS waiting
+  FROM ${OUTBOX_TABLE} e
+ WHERE ${publishedPayments(now)} AND e.published_at < ${now} - ?
+   AND NOT EXISTS (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id)`;
+  return async (olderThanMs) => {
+    const row = (
+      driver.dialect === 'sqlite'
+        ? driver.db.prepare(sql).get(olderThanMs)
+        : (await driver.pool.query(sql.replace('?', '$1'), [olderThanMs])).rows[0]
+    ) as { waiting: number | string } | undefined;
+    return Number(row?.waiting ?? 0);
+  };
+}
+
+/**
+ * The four data invariants: `paid_orders_without_payment`, `payments_without_invoice`,
+ * `payment_events_consumed` and `abandoned_payments`.
+ *
+ * @example
+ * const checks = paymentInvariants({ driver: db.driver, invoiceGraceMs: 300_000, chargeLeaseMs: 30_000, abandonedLimit: 10 });
+ * invariants({ checks, intervalMs: 30_000, sinks }).start();
+ */
+export function paymentInvariants(options: PaymentInvariantsOptions): Invariant[] {
+  const { driver } = options;
+  const dialect: Dialect = driver.dialect;
+  const now = NOW_MS[dialect];
+
+  const paidSql = paidWithoutPaymentSql(now);
+  const invoiceSql = paymentsWithoutInvoiceSql(now, options.invoiceGraceMs);
+  const flowSql = unconsumedSql(now);
+  const readCounts = counts(driver, flowCountsSql(now));
+  const readUnconsumed = finding(driver, flowSql);
+  const stuckSql = abandonedSql(now, options.chargeLeaseMs);
+  const readStuck = finding(driver, stuckSql);
+
+  return [
+    dataCheck({
+      name: 'paid_orders_without_payment',
+      sql: paidSql,
+      query: finding(driver, paidSql),
+      alert: paidOrdersWithoutPayment,
+    }),
+    dataCheck({
+      name: 'payments_without_invoice',
+      sql: invoiceSql,
+      query: finding(driver, invoiceSql),
+      alert: paymentsWithoutInvoice,
+    }),
+    flowCheck({
+      name: 'payment_events_consumed',
+      sql: flowSql,
+      maxAgeMs: options.invoiceGraceMs,
+      query: async () => ({ ...(await readCounts()), ...(await readUnconsumed()) }),
+      alert: paymentEventsNotConsumed,
+    }),
+    // A threshold that names its orders: below the limit it reports nothing, above it every id.
+    dataCheck({
+      name: 'abandoned_payments',
+      sql: stuckSql,
+      query: async () => {
+        const stuck = await readStuck();
+        return stuck.total > options.abandonedLimit ? stuck : { ids: [], total: 0 };
+      },
+      alert: abandonedPayments,
+    }),
+  ];
+}
