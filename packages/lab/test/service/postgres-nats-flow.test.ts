@@ -21,7 +21,7 @@ const natsUrl = serviceUrl('NATS_URL');
 const suffix = `${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
 
 describe.skipIf(databaseUrl === undefined || natsUrl === undefined)(
-  'a guarded charge on Postgres and NATS JetStream',
+  'a guarded charge on Postgres and NATS JetStream (needs DATABASE_URL and NATS_URL)',
   () => {
     const scratch = scratchDirectory('postgres-nats');
     const database = `lab_service_${suffix}`;
