@@ -61,6 +61,35 @@ describeWithService('REDIS_URL', 'redisStore against Redis', (url) => {
     return { store, close: () => removeNamespace(store.prefix) };
   });
 
+  it('sends scripts by digest, and their text only to a server that has not cached them', async () => {
+    const calls: string[] = [];
+    let forgetOnce = true;
+    const counting = {
+      get: (key: string) => client.get(key),
+      eval: (script: string, numKeys: number, ...args: (string | number)[]) => {
+        calls.push('eval');
+        return client.eval(script, numKeys, ...args);
+      },
+      evalsha: async (sha: string, numKeys: number, ...args: (string | number)[]) => {
+        calls.push('evalsha');
+        // As after a Redis restart: the server no longer knows the script.
+        if (forgetOnce) {
+          forgetOnce = false;
+          throw new Error('NOSCRIPT No matching script. Please use EVAL.');
+        }
+        return client.evalsha(sha, numKeys, ...args);
+      },
+    };
+    const prefix = `keel:test:${randomUUID().slice(0, 8)}:`;
+    prefixes.push(prefix);
+    const store = redisStore({ client: counting, prefix });
+    const results = [];
+    for (let i = 0; i < 10; i++) results.push(await store.insertIfAbsent(record(`sha-${i}`)));
+    expect(results.every(Boolean)).toBe(true);
+    expect(calls.slice(0, 2)).toEqual(['evalsha', 'eval']);
+    expect(calls.slice(2)).toEqual(Array.from({ length: 9 }, () => 'evalsha'));
+  });
+
   it('round-trips a record and sets its TTL to the remaining retention', async () => {
     const store = freshStore();
     const full = record('k', {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { InvalidOptionError } from '../../errors/keel-error.ts';
 import type { IdempotencyRecord, IdempotencyStore } from '../../idempotency/store.ts';
 
@@ -12,6 +13,8 @@ import type { IdempotencyRecord, IdempotencyStore } from '../../idempotency/stor
 export interface RedisScriptClient {
   /** `EVAL script numKeys key… arg…` */
   eval(script: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
+  /** `EVALSHA sha1 numKeys key… arg…`; when present, scripts are sent by digest after the first call. */
+  evalsha?(sha1: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
   get(key: string): Promise<string | null>;
 }
 
@@ -176,7 +179,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   }
 
   async insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
-    const inserted = await this.client.eval(
+    const inserted = await this.#run(
       INSERT,
       2,
       this.#recordKey(record.key),
@@ -188,7 +191,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
 
   /** Compare-and-swap on the token. `tx` is ignored: Redis cannot join a SQL transaction. */
   async replace(expectedToken: string, record: IdempotencyRecord): Promise<boolean> {
-    const replaced = await this.client.eval(
+    const replaced = await this.#run(
       REPLACE,
       2,
       this.#recordKey(record.key),
@@ -200,7 +203,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   }
 
   async delete(key: string, expectedToken: string): Promise<boolean> {
-    const deleted = await this.client.eval(
+    const deleted = await this.#run(
       DELETE,
       2,
       this.#recordKey(key),
@@ -213,7 +216,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
 
   async expiredLeases(now: number, limit: number): Promise<IdempotencyRecord[]> {
     if (checkLimit(limit) === 0) return [];
-    const values = (await this.client.eval(EXPIRED_LEASES, 1, this.indexKey, now, limit, this.prefix)) as
+    const values = (await this.#run(EXPIRED_LEASES, 1, this.indexKey, now, limit, this.prefix)) as
       | string[]
       | null;
     return (values ?? []).map((value) => JSON.parse(value) as IdempotencyRecord);
@@ -225,16 +228,23 @@ export class RedisIdempotencyStore implements IdempotencyStore {
    */
   async purgeExpired(now: number, limit: number): Promise<number> {
     if (checkLimit(limit) === 0) return 0;
-    const removed = await this.client.eval(
-      PURGE,
-      1,
-      this.indexKey,
-      now,
-      limit,
-      this.prefix,
-      PURGE_SCAN_SLACK,
-    );
+    const removed = await this.#run(PURGE, 1, this.indexKey, now, limit, this.prefix, PURGE_SCAN_SLACK);
     return Number(removed);
+  }
+
+  /**
+   * Runs a script by its SHA-1 digest, so the script's text crosses the network once per server
+   * rather than on every call; a server that has not cached it yet (`NOSCRIPT`: first use, a
+   * restart, `SCRIPT FLUSH`) gets the text once through `EVAL`, which caches it.
+   */
+  async #run(script: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown> {
+    if (this.client.evalsha === undefined) return this.client.eval(script, numKeys, ...keysAndArgs);
+    try {
+      return await this.client.evalsha(digestOf(script), numKeys, ...keysAndArgs);
+    } catch (error) {
+      if (!String((error as Error)?.message).startsWith('NOSCRIPT')) throw error;
+      return this.client.eval(script, numKeys, ...keysAndArgs);
+    }
   }
 
   #recordKey(key: string): string {
@@ -266,4 +276,16 @@ export class RedisIdempotencyStore implements IdempotencyStore {
  */
 export function redisStore(options: RedisIdempotencyStoreOptions): RedisIdempotencyStore {
   return new RedisIdempotencyStore(options);
+}
+
+const digests = new Map<string, string>();
+
+/** The SHA-1 Redis names a script by, computed once per script. */
+function digestOf(script: string): string {
+  let digest = digests.get(script);
+  if (digest === undefined) {
+    digest = createHash('sha1').update(script).digest('hex');
+    digests.set(script, digest);
+  }
+  return digest;
 }
