@@ -5,8 +5,11 @@
  * publish (so nothing overtakes it), and marks the batch published in one write. A failed event
  * comes back after an exponential, jittered back-off; a batch in which every publish failed pauses
  * the whole relay the same way, so a broker that is down is not hammered and the events simply wait
- * in the table until it returns. Between batches the relay sleeps until the store reports an append
- * (`NOTIFY`, a same-process commit) or the poll interval passes, and it prunes old published events.
+ * in the table until it returns. While a full batch is being published the next one is claimed and
+ * published beside it (its events are leased, so that claim skips their aggregates), so the store's
+ * round trips overlap the broker's. Once a batch comes back short the relay sleeps until the store
+ * reports an append (`NOTIFY`, a same-process commit) or the poll interval passes, and it prunes
+ * old published events.
  *
  * @module
  */
@@ -181,8 +184,10 @@ export class OutboxRelay {
   readonly #clock: WallClock;
   #running: Promise<void> | undefined;
   #lifetime = new AbortController();
-  /** Serialises batches: the loop's and `runOnce()` calls never overlap. */
+  /** The last batch started (by the loop or `runOnce()`): `runOnce()` waits for it. */
   #batchTail: Promise<unknown> = Promise.resolve();
+  /** The last `runOnce()` batch: the loop claims only once it has settled. */
+  #runOnceTail: Promise<unknown> = Promise.resolve();
   #pendingWake: Promise<void> | undefined;
   #woken = false;
   #nudge: (() => void) | undefined;
@@ -294,6 +299,7 @@ export class OutboxRelay {
   runOnce(): Promise<RelayBatchResult> {
     const batch = this.#batchTail.then(() => this.#runBatch());
     this.#batchTail = batch.catch(() => undefined);
+    this.#runOnceTail = this.#batchTail;
     return batch;
   }
 
@@ -330,8 +336,17 @@ export class OutboxRelay {
   async #runBatch(): Promise<RelayBatchResult> {
     const claimedAt = this.#clock.now();
     const claimed = await this.store.claim(this.relayId, this.#batchSize, this.#leaseMs);
+    return this.#publishBatch(claimed, claimedAt);
+  }
+
+  /**
+   * Publishes a claimed batch: the aggregates' chains run on at most `concurrency` workers, each
+   * chain in order; then marks what the broker confirmed and releases the rest.
+   */
+  async #publishBatch(claimed: readonly ClaimedOutboxEvent[], claimedAt: number): Promise<RelayBatchResult> {
     if (claimed.length === 0) return { claimed: 0, published: 0, failed: 0, deferred: 0 };
     const deadline = claimedAt + this.#leaseMs * LEASE_USABLE_FRACTION;
+    // Claims come oldest first, so each chain is in append order.
     const chains = new Map<string, ClaimedOutboxEvent[]>();
     for (const event of claimed) {
       const key = orderingKey(event);
@@ -342,13 +357,16 @@ export class OutboxRelay {
     const published: string[] = [];
     const deferred: string[] = [];
     let failed = 0;
+    const deferFrom = (chain: readonly ClaimedOutboxEvent[], from: number) => {
+      for (let i = from; i < chain.length; i++) deferred.push((chain[i] as ClaimedOutboxEvent).id);
+    };
 
     const publishChain = async (chain: readonly ClaimedOutboxEvent[]) => {
       for (let i = 0; i < chain.length; i++) {
         const event = chain[i] as ClaimedOutboxEvent;
         if (this.#clock.now() >= deadline) {
           // Another relay may take these over soon; leave them rather than race it.
-          for (const rest of chain.slice(i)) deferred.push(rest.id);
+          deferFrom(chain, i);
           return;
         }
         try {
@@ -356,13 +374,15 @@ export class OutboxRelay {
         } catch (error) {
           failed++;
           const attempt = event.attempts + 1;
-          this.#emit({
-            type: 'publish-failed',
-            transport: this.transport.name,
-            attempt,
-            error,
-            ...this.#base(event),
-          });
+          if (this.#telemetry !== undefined) {
+            this.#emit({
+              type: 'publish-failed',
+              transport: this.transport.name,
+              attempt,
+              error,
+              ...this.#base(event),
+            });
+          }
           const delay = Math.max(0, this.#backoff(attempt, 0, this.#random) || 0);
           try {
             await this.store.release(this.relayId, event.id, describeError(error), this.#clock.now() + delay);
@@ -370,23 +390,32 @@ export class OutboxRelay {
             // The lease runs out instead; the event is published later all the same.
             this.#report(releaseError);
           }
-          for (const rest of chain.slice(i + 1)) deferred.push(rest.id);
+          deferFrom(chain, i + 1);
           return;
         }
         published.push(event.id);
-        this.#emit({
-          type: 'published',
-          transport: this.transport.name,
-          lagMs: Math.max(0, this.#clock.now() - event.createdAt),
-          ...this.#base(event),
-        });
+        if (this.#telemetry !== undefined) {
+          // One object an event, written out rather than spread: this runs for every event.
+          this.#emit({
+            type: 'published',
+            transport: this.transport.name,
+            lagMs: Math.max(0, this.#clock.now() - event.createdAt),
+            eventId: event.id,
+            eventType: event.type,
+            aggregateType: event.aggregateType,
+            aggregateId: event.aggregateId,
+          });
+        }
       }
     };
 
     const queue = [...chains.values()];
-    const workers = Array.from({ length: Math.min(this.#concurrency, queue.length) }, async () => {
-      for (let chain = queue.shift(); chain !== undefined; chain = queue.shift()) await publishChain(chain);
-    });
+    let next = 0;
+    const worker = async () => {
+      while (next < queue.length) await publishChain(queue[next++] as ClaimedOutboxEvent[]);
+    };
+    const workers: Promise<void>[] = [];
+    for (let i = Math.min(this.#concurrency, queue.length); i > 0; i--) workers.push(worker());
     await Promise.all(workers);
     try {
       await this.store.markPublished(this.relayId, published);
@@ -398,32 +427,82 @@ export class OutboxRelay {
     return { claimed: claimed.length, published: published.length, failed, deferred: deferred.length };
   }
 
+  /**
+   * Runs batches until `stop()`. While a full batch is being published the next one is already
+   * claimed and starts publishing, so the store's round trips overlap the broker's: the claim
+   * skips every aggregate the batch in flight holds (its events are leased), so per-aggregate
+   * order holds. At most two batches are in flight; a short batch ends the pipeline, and the relay
+   * sleeps once it has settled.
+   */
   async #loop(): Promise<void> {
     const signal = this.#lifetime.signal;
     let storeFailures = 0;
     let brokerFailures = 0;
-    while (!signal.aborted) {
-      await this.#pruneIfDue();
+    let inFlight: Promise<RelayBatchResult> | undefined;
+    /** Settles the batch in flight: the pause it calls for (0: none) and whether it was full. */
+    const settle = async (): Promise<{ pauseMs: number; full: boolean }> => {
+      const batch = inFlight;
+      inFlight = undefined;
+      if (batch === undefined) return { pauseMs: 0, full: false };
       let result: RelayBatchResult;
       try {
-        result = await this.runOnce();
+        result = await batch;
         storeFailures = 0;
       } catch (error) {
         this.#report(error);
         storeFailures++;
-        await this.#sleep(this.#delay(storeFailures), false);
-        continue;
+        return { pauseMs: this.#delay(storeFailures), full: false };
       }
       if (result.failed > 0 && result.published === 0) {
         // The broker refused everything: pause as a whole, not only per event.
         brokerFailures++;
-        await this.#sleep(this.#delay(brokerFailures), false);
-        continue;
+        return { pauseMs: this.#delay(brokerFailures), full: false };
       }
       if (result.published > 0) brokerFailures = 0;
-      if (result.claimed === this.#batchSize) continue;
+      return { pauseMs: 0, full: result.claimed === this.#batchSize };
+    };
+    while (!signal.aborted) {
+      await this.#pruneIfDue();
+      // Listening before the claim, not only while asleep: an append that commits while the batch
+      // is under way (after the claim looked) sets `#woken`, so the relay claims once more rather
+      // than sleep on it until the poll. However many come, they cost one claim.
+      this.#armWake(signal);
+      let claimed: ClaimedOutboxEvent[];
+      let claimedAt = 0;
+      try {
+        // Waits for a `runOnce()` in progress, so the two never claim side by side.
+        await this.#runOnceTail;
+        claimedAt = this.#clock.now();
+        claimed = await this.store.claim(this.relayId, this.#batchSize, this.#leaseMs);
+      } catch (error) {
+        this.#report(error);
+        // Settled first: a batch that went through would otherwise reset the count just raised.
+        await settle();
+        storeFailures++;
+        await this.#sleep(this.#delay(storeFailures), false);
+        continue;
+      }
+      const batch = this.#publishBatch(claimed, claimedAt);
+      // Keeps `runOnce()` behind this batch, as it would be behind a serial one.
+      this.#batchTail = batch.catch(() => undefined);
+      const previous = await settle();
+      inFlight = batch;
+      if (previous.pauseMs > 0) {
+        const current = await settle();
+        await this.#sleep(Math.max(previous.pauseMs, current.pauseMs), false);
+        continue;
+      }
+      if (claimed.length === this.#batchSize) continue;
+      const current = await settle();
+      if (current.pauseMs > 0) {
+        await this.#sleep(current.pauseMs, false);
+        continue;
+      }
+      // A full batch that settled meanwhile may have held back its aggregates' next events.
+      if (previous.full || current.full) continue;
       await this.#sleep(this.#pollIntervalMs, true);
     }
+    await settle();
   }
 
   #delay(failures: number): number {

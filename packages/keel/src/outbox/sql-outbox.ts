@@ -12,6 +12,10 @@ import type { ClaimedOutboxEvent, OutboxFilter, StoredOutboxEvent } from './outb
 export const OUTBOX_SELECT_COLUMNS =
   'seq, id, type, aggregate_type, aggregate_id, payload, headers, created_at, published_at, attempts, last_error';
 
+/** The columns a claim returns: what {@link claimedFromRow} reads, and `seq`. */
+export const OUTBOX_CLAIM_COLUMNS =
+  'seq, id, type, aggregate_type, aggregate_id, payload, headers, created_at, attempts';
+
 /** A row as the drivers return it: Postgres `bigint` arrives as a string, JSON columns as text. */
 export interface OutboxRow {
   seq: number | string | bigint;
@@ -27,15 +31,22 @@ export interface OutboxRow {
   last_error: string | null;
 }
 
+/** Most events carry no headers: they share one frozen empty object instead of parsing `{}` each. */
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+function headersFromJson(json: string): Readonly<Record<string, string>> {
+  return json === '{}' ? NO_HEADERS : Object.freeze(JSON.parse(json) as Record<string, string>);
+}
+
 /** The row as the relay receives it from a claim. */
-export function claimedFromRow(row: OutboxRow): ClaimedOutboxEvent {
+export function claimedFromRow(row: Omit<OutboxRow, 'published_at' | 'last_error'>): ClaimedOutboxEvent {
   return Object.freeze({
     id: row.id,
     type: row.type,
     aggregateType: row.aggregate_type,
     aggregateId: row.aggregate_id,
     payload: JSON.parse(row.payload) as unknown,
-    headers: Object.freeze(JSON.parse(row.headers) as Record<string, string>),
+    headers: headersFromJson(row.headers),
     createdAt: Number(row.created_at),
     attempts: Number(row.attempts),
   });
@@ -49,7 +60,7 @@ export function storedFromRow(row: OutboxRow): StoredOutboxEvent {
     aggregateType: row.aggregate_type,
     aggregateId: row.aggregate_id,
     payload: JSON.parse(row.payload) as unknown,
-    headers: Object.freeze(JSON.parse(row.headers) as Record<string, string>),
+    headers: headersFromJson(row.headers),
     createdAt: Number(row.created_at),
     publishedAt: row.published_at === null ? null : Number(row.published_at),
     attempts: Number(row.attempts),

@@ -55,6 +55,29 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
   outboxStoreConformance('postgres', harness);
 
   describe('postgres outbox specifics', () => {
+    it('drops the type and publication-time indexes of earlier versions and leaves pages room for HOT leases', async () => {
+      const h = await harness();
+      const store = h.store as ReturnType<typeof postgresOutbox>;
+      await pool.query(`CREATE INDEX "${store.table}_type_idx" ON "${store.table}" (type, created_at)`);
+      await pool.query(
+        `CREATE INDEX "${store.table}_published_idx" ON "${store.table}" (published_at) WHERE published_at IS NOT NULL`,
+      );
+      await store.ensureSchema();
+      const { rows } = await pool.query(
+        "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexname LIKE '%\\_idx' ORDER BY indexname",
+        [store.table],
+      );
+      expect(rows.map((row: { indexname: string }) => row.indexname.slice(store.table.length))).toEqual([
+        '_aggregate_idx',
+        '_created_idx',
+        '_pending_aggregate_idx',
+        '_pending_idx',
+      ]);
+      const options = await pool.query('SELECT reloptions FROM pg_class WHERE relname = $1', [store.table]);
+      expect(options.rows[0]?.reloptions).toEqual(['fillfactor=75']);
+      await h.dispose();
+    });
+
     it('wakes appended() at commit through LISTEN, not before, and releases the client on abort', async () => {
       const h = await harness();
       const store = h.store as ReturnType<typeof postgresOutbox>;

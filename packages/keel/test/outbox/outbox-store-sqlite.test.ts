@@ -71,6 +71,41 @@ describe('sqlite outbox specifics', () => {
     controller.abort();
   });
 
+  it('drops the type and publication-time indexes that earlier versions created', () => {
+    const db = new DatabaseSync(':memory:');
+    sqliteOutbox({ db, table: 'old_outbox' });
+    db.exec(`CREATE INDEX old_outbox_type_idx ON old_outbox (type, created_at);
+      CREATE INDEX old_outbox_published_idx ON old_outbox (published_at) WHERE published_at IS NOT NULL`);
+    sqliteOutbox({ db, table: 'old_outbox' });
+    const indexes = db
+      .prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'old_outbox' AND sql IS NOT NULL",
+      )
+      .all()
+      .map((row) => (row as { name: string }).name)
+      .sort();
+    expect(indexes).toEqual([
+      'old_outbox_aggregate_idx',
+      'old_outbox_created_idx',
+      'old_outbox_pending_aggregate_idx',
+      'old_outbox_pending_idx',
+    ]);
+  });
+
+  it('marks events published that another store instance on the same file claimed', async () => {
+    const db = new DatabaseSync(':memory:');
+    const claiming = sqliteOutbox({ db });
+    const marking = sqliteOutbox({ db });
+    db.exec('BEGIN');
+    await claiming.append(db, { type: 't', aggregateType: 'a', aggregateId: '1', payload: null });
+    db.exec('COMMIT');
+    const [claimed] = await claiming.claim('r1', 10, 1_000);
+    await marking.markPublished('r2', [claimed?.id as string]);
+    expect((await marking.find({}))[0]?.publishedAt).toBeNull();
+    await marking.markPublished('r1', [claimed?.id as string]);
+    expect((await marking.find({}))[0]?.publishedAt).not.toBeNull();
+  });
+
   it('validates its options', () => {
     const db = new DatabaseSync(':memory:');
     expect(() => sqliteOutbox({ db, table: '1bad' })).toThrow(/table/);

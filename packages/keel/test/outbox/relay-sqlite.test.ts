@@ -1,5 +1,11 @@
 import { DatabaseSync } from 'node:sqlite';
-import { inProcessTransport, type OutboxEvent, type OutboxTelemetryEvent, outboxRelay } from 'keel/outbox';
+import {
+  inProcessTransport,
+  type OutboxEvent,
+  type OutboxStore,
+  type OutboxTelemetryEvent,
+  outboxRelay,
+} from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { describe, expect, it } from 'vitest';
 
@@ -42,6 +48,51 @@ describe('outbox relay over sqlite and the in-process transport', () => {
       expect(sequence).toEqual(Array.from({ length: 20 }, (_, n) => n));
     }
     expect(await relay.gauges()).toEqual({ unpublished: 0, oldestUnpublishedAgeMs: 0 });
+  });
+
+  it('claims the next batch beside the one in flight and still keeps each aggregate in order', async () => {
+    const { outbox, transport, received, arrived, append } = setup();
+    await transport.subscribe({ group: 'g', prefetch: 1_000 }, async (delivery) => {
+      received.push(delivery.event);
+      await delivery.ack();
+    });
+    let publishing = 0;
+    transport.setBeforePublish(async () => {
+      publishing++;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+      publishing--;
+    });
+    const aggregates = Array.from({ length: 12 }, (_, i) => `agg-${i}`);
+    for (let n = 0; n < 10; n++) for (const id of aggregates) await append(id, n);
+    // The real store, with a record of how many publishes were under way at each claim.
+    const publishesAtClaim: number[] = [];
+    const store: OutboxStore = {
+      append: (tx, events) => outbox.append(tx, events),
+      claim: (relayId, limit, leaseMs) => {
+        publishesAtClaim.push(publishing);
+        return outbox.claim(relayId, limit, leaseMs);
+      },
+      markPublished: (relayId, ids) => outbox.markPublished(relayId, ids),
+      release: (relayId, id, error, retryAt) => outbox.release(relayId, id, error, retryAt),
+      unclaim: (relayId, ids) => outbox.unclaim(relayId, ids),
+      find: (filter) => outbox.find(filter),
+      requeue: (ids) => outbox.requeue(ids),
+      prunePublished: (before, limit) => outbox.prunePublished(before, limit),
+      gauges: () => outbox.gauges(),
+      appended: (signal) => outbox.appended(signal),
+    };
+    const relay = outboxRelay({ store, transport, batchSize: 10, concurrency: 4 });
+    relay.start();
+    await arrived(120);
+    await relay.stop();
+    expect(publishesAtClaim.some((count) => count > 0)).toBe(true);
+    for (const id of aggregates) {
+      const sequence = received
+        .filter((e) => e.aggregateId === id)
+        .map((e) => (e.payload as { n: number }).n);
+      expect(sequence).toEqual(Array.from({ length: 10 }, (_, n) => n));
+    }
+    expect(received).toHaveLength(120);
   });
 
   it('stops an aggregate at its first failure and retries it before its successors', async () => {

@@ -115,8 +115,13 @@ function checkIdentifier(option: string, value: unknown, max: number): string {
 /**
  * The DDL of the outbox table, for a migration tool. Idempotent (`IF NOT EXISTS`). `seq` is the
  * append order; times are `bigint` epoch milliseconds; payload and headers are `json`, which keeps
- * the text exactly as appended. Partial indexes over unpublished rows serve the claim, the others
- * serve `find` and the retention prune.
+ * the text exactly as appended. Partial indexes over unpublished rows serve the claim; the aggregate
+ * index serves the claim's chains and `find` by aggregate, and the creation-time index serves `find`
+ * by time and the retention prune (an event is published after it is created). It drops the type
+ * and publication-time indexes of earlier versions: a publish rewrites the row, and a rewrite that
+ * changes `published_at` adds an entry to every index. Pages are left a quarter free
+ * (`fillfactor`), so a claim's lease, which touches no indexed column, is a HOT update that adds
+ * none.
  *
  * @example
  * await migrate.sql(postgresOutboxDdl({ table: 'outbox', schema: 'billing' }));
@@ -125,6 +130,8 @@ export function postgresOutboxDdl(options: { table?: string; schema?: string } =
   const table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
   const schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
   const t = schema === undefined ? `"${table}"` : `"${schema}"."${table}"`;
+  const index = (suffix: string) =>
+    schema === undefined ? `"${table}_${suffix}"` : `"${schema}"."${table}_${suffix}"`;
   return `CREATE TABLE IF NOT EXISTS ${t} (
   seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   id text NOT NULL UNIQUE,
@@ -140,14 +147,14 @@ export function postgresOutboxDdl(options: { table?: string; schema?: string } =
   last_error text,
   claimed_by text,
   claimed_until bigint
-);
+) WITH (fillfactor = 75);
 CREATE INDEX IF NOT EXISTS "${table}_pending_idx" ON ${t} (seq) WHERE published_at IS NULL;
 CREATE INDEX IF NOT EXISTS "${table}_pending_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq)
   WHERE published_at IS NULL;
 CREATE INDEX IF NOT EXISTS "${table}_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq);
 CREATE INDEX IF NOT EXISTS "${table}_created_idx" ON ${t} (created_at);
-CREATE INDEX IF NOT EXISTS "${table}_type_idx" ON ${t} (type, created_at);
-CREATE INDEX IF NOT EXISTS "${table}_published_idx" ON ${t} (published_at) WHERE published_at IS NOT NULL;
+DROP INDEX IF EXISTS ${index('type_idx')};
+DROP INDEX IF EXISTS ${index('published_idx')};
 `;
 }
 
@@ -249,7 +256,9 @@ export class PostgresOutboxStore implements OutboxStore {
       // relay can take the aggregate in the meantime (SKIP LOCKED: it takes other aggregates).
       // Its own claimability is tested on the row itself, so the lock's re-check sees a claim that
       // committed after this statement began. chain: each head and the events after it, up to the
-      // first one leased or waiting for its retry time, oldest first.
+      // first one leased or waiting for its retry time, oldest first. The chain is read per head
+      // (LATERAL, through the pending-aggregate index), so a claim costs what it takes, not a
+      // scan of the whole backlog.
       claim: `WITH heads AS (
           SELECT h.seq, h.aggregate_type, h.aggregate_id FROM ${t} h
           WHERE h.published_at IS NULL
@@ -264,18 +273,21 @@ export class PostgresOutboxStore implements OutboxStore {
           FOR UPDATE SKIP LOCKED),
         chain AS (
           SELECT e.seq FROM heads h
-          JOIN ${t} e ON e.aggregate_type = h.aggregate_type AND e.aggregate_id = h.aggregate_id
-            AND e.published_at IS NULL AND e.seq >= h.seq
-          WHERE NOT EXISTS (
-            SELECT 1 FROM ${t} d
-            WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
-              AND d.published_at IS NULL AND d.seq > h.seq AND d.seq <= e.seq
-              AND (d.available_at > $2 OR d.claimed_until > $2))
+          CROSS JOIN LATERAL (
+            SELECT min(d.seq) AS seq FROM ${t} d
+            WHERE d.aggregate_type = h.aggregate_type AND d.aggregate_id = h.aggregate_id
+              AND d.published_at IS NULL AND d.seq > h.seq
+              AND (d.available_at > $2 OR d.claimed_until > $2)) stop
+          CROSS JOIN LATERAL (
+            SELECT e.seq FROM ${t} e
+            WHERE e.aggregate_type = h.aggregate_type AND e.aggregate_id = h.aggregate_id
+              AND e.published_at IS NULL AND e.seq >= h.seq AND (stop.seq IS NULL OR e.seq < stop.seq)
+            ORDER BY e.seq
+            LIMIT $4) e
           ORDER BY e.seq
           LIMIT $4)
         UPDATE ${t} o SET claimed_by = $1, claimed_until = $3
-        FROM chain c
-        WHERE o.seq = c.seq AND o.published_at IS NULL
+        WHERE o.seq = ANY(ARRAY(SELECT seq FROM chain)) AND o.published_at IS NULL
           AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
         RETURNING ${SELECT_COLUMNS}`,
       markPublished: `UPDATE ${t} SET published_at = $1, claimed_by = NULL, claimed_until = NULL
@@ -291,9 +303,11 @@ export class PostgresOutboxStore implements OutboxStore {
           WHERE id = ANY($2::text[]) AND published_at IS NOT NULL
           RETURNING 1)
         SELECT (SELECT count(*) FROM requeued)::int AS requeued, pg_notify($3, '') AS notified`,
+      // An event is published after it is appended, so every prunable event has `created_at` before
+      // the cut-off too: the creation index bounds the scan to old events.
       prune: `DELETE FROM ${t} WHERE seq IN (
-        SELECT seq FROM ${t} WHERE published_at IS NOT NULL AND published_at < $1
-        ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+        SELECT seq FROM ${t} WHERE created_at < $1 AND published_at IS NOT NULL AND published_at < $1
+        ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
       gauges: `SELECT count(*)::int AS unpublished, min(created_at) AS oldest FROM ${t} WHERE published_at IS NULL`,
     });
   }
