@@ -6,6 +6,8 @@
  *
  *   npm run bench:idempotency            a table with requests/s and ratios
  *   npm run bench:idempotency -- --json  the same as JSON
+ *
+ * BENCH_CONNECTIONS (20), BENCH_SECONDS (2 per load) and BENCH_ROUNDS (5) change the load.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -15,8 +17,9 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 
 const json = process.argv.includes('--json');
-const duration = Number(process.env.BENCH_SECONDS ?? 5);
-const connections = 20;
+const duration = Number(process.env.BENCH_SECONDS ?? 2);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 20);
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 const body = JSON.stringify({ amount: 1_500 });
 
@@ -58,6 +61,14 @@ async function load(url: string, key: () => string | undefined): Promise<number>
   return result.requests.average;
 }
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
 async function measure(backend: string) {
   const { port, child } = await startServer(backend);
   try {
@@ -72,11 +83,16 @@ async function measure(backend: string) {
       });
     }
     await load(`${base}/bare`, () => undefined);
-    const bare = await load(`${base}/bare`, () => undefined);
-    const newKeys = await load(`${base}/keyed`, () => randomUUID());
+    // The three loads take turns, round after round, and each keeps its median: a machine whose
+    // background load drifts during the run shifts all three alike instead of one of them.
     let i = 0;
-    const replays = await load(`${base}/keyed`, () => replayKeys[i++ % replayKeys.length]);
-    return { backend, bare, newKeys, replays };
+    const runs = { bare: [] as number[], newKeys: [] as number[], replays: [] as number[] };
+    for (let round = 0; round < rounds; round++) {
+      runs.bare.push(await load(`${base}/bare`, () => undefined));
+      runs.newKeys.push(await load(`${base}/keyed`, () => randomUUID()));
+      runs.replays.push(await load(`${base}/keyed`, () => replayKeys[i++ % replayKeys.length]));
+    }
+    return { backend, bare: median(runs.bare), newKeys: median(runs.newKeys), replays: median(runs.replays) };
   } finally {
     child.kill('SIGTERM');
     await once(child, 'exit');
@@ -103,6 +119,7 @@ const summary = {
   node: process.version,
   connections,
   durationSeconds: duration,
+  rounds,
   requestsPerSecond: results.map((r) => ({
     backend: r.backend,
     bare: Math.round(r.bare),
@@ -115,7 +132,7 @@ const summary = {
 if (json) console.log(JSON.stringify(summary, null, 2));
 else {
   console.log(
-    `Idempotency on a one-row insert route — Node ${process.version}, ${connections} connections, ${duration} s each\n`,
+    `Idempotency on a one-row insert route — Node ${process.version}, ${connections} connections, median of ${rounds} interleaved rounds of ${duration} s\n`,
   );
   console.table(summary.requestsPerSecond);
   console.table(
