@@ -178,6 +178,35 @@ describeWithService('DATABASE_URL', 'postgresStore against Postgres', (url) => {
     expect(deleted).toEqual(existing.map((_, i) => i < 5));
   });
 
+  it('commits claims without waiting for the flush, and never leaves that setting on the connection', async () => {
+    const single = new pg.Pool({ connectionString: url, max: 1 });
+    const table = uniqueTable();
+    tables.push(`"${table}"`);
+    const statements: string[] = [];
+    const store = postgresStore({
+      pool: {
+        query: (text: string, values?: unknown[]) => {
+          statements.push(text);
+          return single.query(text, values);
+        },
+      },
+      table,
+    });
+    try {
+      await store.ensureSchema();
+      const claimed = record('relaxed');
+      expect(await store.insertIfAbsent(claimed)).toBe(true);
+      const claim = statements.at(-1) ?? '';
+      expect(claim).toContain("set_config('synchronous_commit', 'off', true)");
+      // The same (only) connection afterwards: the application's own commits stay synchronous.
+      expect((await single.query('SHOW synchronous_commit')).rows[0].synchronous_commit).toBe('on');
+      expect(await store.replace(claimed.token, { ...claimed, state: 'completed' })).toBe(true);
+      expect(statements.at(-1)).not.toContain('synchronous_commit');
+    } finally {
+      await single.end();
+    }
+  });
+
   it("keeps the stored token the winner's when one turn claims a key twice", async () => {
     const store = await freshStore();
     const contenders = Array.from({ length: 5 }, () => record('same'));

@@ -97,11 +97,18 @@ export class BatchedWrites {
     const params = (types: readonly string[]) => types.map((type) => `$${next++}::${type}[]`).join(', ');
     const ctes: string[] = [];
     const selects: string[] = [];
+    // A statement of claims alone commits without waiting for its WAL flush. Nothing is lost by it:
+    // the log is sequential, so the handler's own commit — or a checkpoint, or the completion, all
+    // synchronous — flushes the claim before anything durable can depend on it; a database crash
+    // before that forgets a claim whose work left no durable trace here, and the client's retry
+    // claims the key again (a downstream call made meanwhile carries the lease's derived key).
+    const claimsOnly = mask === 1;
+    if (claimsOnly) ctes.push(`relaxed AS (SELECT set_config('synchronous_commit', 'off', true))`);
     if (mask & 1) {
       ctes.push(`ins AS (INSERT INTO ${t} (${RECORD_COLUMNS})
         SELECT ${SELECT_VALUES} FROM unnest(${params(RECORD_ARRAY_TYPES)}) AS v(${RECORD_COLUMNS})
         ON CONFLICT (key) DO NOTHING RETURNING key)`);
-      selects.push('SELECT key FROM ins');
+      selects.push(claimsOnly ? 'SELECT key FROM ins, relaxed' : 'SELECT key FROM ins');
     }
     if (mask & 2) {
       ctes.push(`upd AS (UPDATE ${t} AS t SET fingerprint = v.fingerprint, state = v.state,

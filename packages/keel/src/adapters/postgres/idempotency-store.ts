@@ -114,9 +114,11 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   /** The DDL {@link ensureSchema} runs, for a migration tool. */
   readonly ddl: string;
   readonly #sql: Readonly<
-    Record<'get' | 'getMany' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge', string>
+    Record<'get' | 'getMany' | 'replace' | 'leases' | 'purge', string>
   >;
   readonly #gets: StatementBatch<string, IdempotencyRecord | undefined>;
+  /** Claims travel apart from the other writes so their statement can skip the flush wait. */
+  readonly #claims: StatementBatch<WriteOp, boolean>;
   readonly #writes: StatementBatch<WriteOp, boolean>;
 
   constructor(options: PostgresIdempotencyStoreOptions) {
@@ -134,14 +136,10 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     this.#sql = Object.freeze({
       get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = $1`,
       getMany: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = ANY($1::text[])`,
-      insert: `INSERT INTO ${t} (${RECORD_COLUMNS})
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12)
-        ON CONFLICT (key) DO NOTHING`,
       replace: `UPDATE ${t} SET fingerprint = $3, state = $4, token = $5, lease_until = $6,
         expires_at = $7, sequence = $8, response = $9::jsonb, recovery_point = $10, phases = $11::jsonb,
         created_at = $12, updated_at = $13
         WHERE key = $1 AND token = $2`,
-      delete: `DELETE FROM ${t} WHERE key = $1 AND token = $2`,
       leases: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE state = 'in-flight' AND lease_until < $1
         ORDER BY lease_until LIMIT $2`,
       purge: `DELETE FROM ${t} WHERE key IN (
@@ -167,17 +165,21 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       maxInFlight: MAX_IN_FLIGHT,
     });
     const batched = new BatchedWrites(t);
-    this.#writes = new StatementBatch({
-      many: async (ops) => {
-        const { text, values } = batched.statement(ops);
-        return batched.results(ops, (await this.pool.query(text, values)).rows);
-      },
-      one: (op) => this.#writeOne(op),
-      keyOf: keyOfWrite,
-      distinctKeys: true,
-      maxBatch: MAX_BATCH,
-      maxInFlight: MAX_IN_FLIGHT,
-    });
+    const many = async (ops: readonly WriteOp[]) => {
+      const { text, values } = batched.statement(ops);
+      return batched.results(ops, (await this.pool.query(text, values)).rows);
+    };
+    const writeBatch = () =>
+      new StatementBatch<WriteOp, boolean>({
+        many,
+        one: async (op) => (await many([op]))[0] === true,
+        keyOf: keyOfWrite,
+        distinctKeys: true,
+        maxBatch: MAX_BATCH,
+        maxInFlight: MAX_IN_FLIGHT,
+      });
+    this.#claims = writeBatch();
+    this.#writes = writeBatch();
   }
 
   /**
@@ -202,7 +204,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   }
 
   insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
-    return this.#writes.run({ kind: 'insert', record });
+    return this.#claims.run({ kind: 'insert', record });
   }
 
   /**
@@ -212,15 +214,6 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   async replace(expectedToken: string, record: IdempotencyRecord, tx?: TransactionHandle): Promise<boolean> {
     if (tx === undefined || tx === null) return this.#writes.run({ kind: 'replace', expectedToken, record });
     return this.#replaceOn(asQueryable(tx), expectedToken, record);
-  }
-
-  async #writeOne(op: WriteOp): Promise<boolean> {
-    if (op.kind === 'replace') return this.#replaceOn(this.pool, op.expectedToken, op.record);
-    const result =
-      op.kind === 'insert'
-        ? await this.pool.query(this.#sql.insert, [op.record.key, ...recordValues(op.record)])
-        : await this.pool.query(this.#sql.delete, [op.key, op.expectedToken]);
-    return result.rowCount === 1;
   }
 
   async #replaceOn(runner: PostgresQueryable, expectedToken: string, record: IdempotencyRecord) {
