@@ -18,8 +18,8 @@ import {
   failover,
   HttpStatusError,
   isRejection,
-  isRetryableStatus,
   isTransient,
+  isUnprocessed,
   pipeline,
   retry,
   retryBudget,
@@ -28,8 +28,22 @@ import {
 } from 'keel';
 import type { ChargeRequest, ProviderCharge, ProviderClient } from './provider-client.ts';
 
+/**
+ * Where each provider key was last sent, kept durably. A charge whose outcome is unknown may still
+ * be in flight at that provider (a slow response, a hang), so its retry must go back there with the
+ * same key, where the provider deduplicates it — never to the other provider, which would charge a
+ * second time under a key the first never shared.
+ */
+export interface ChargeTargets {
+  /** Records that `key` is about to be sent to `provider`; called before every provider call. */
+  pin(key: string, provider: string): Promise<void>;
+  /** The provider `key` was last sent to, if any. */
+  pinned(key: string): Promise<string | undefined>;
+}
+
 export interface ProviderRoutingOptions {
   readonly providers: readonly ProviderClient[];
+  readonly targets: ChargeTargets;
   /** Budget of one attempt at one provider, in ms. */
   readonly attemptTimeoutMs: number;
   /** Budget of the whole charge across providers and retries, in ms (the request's deadline bounds it too). */
@@ -49,13 +63,11 @@ export interface ProviderRouting {
 /** A provider asked us to come back later than this: go elsewhere now instead of waiting. */
 const LONGEST_RETRY_AFTER_MS = 500;
 
-/** The provider certainly did not take the call: it refused it, or it was never reached. */
-export function certainlyNotCharged(error: unknown): boolean {
-  if (isRejection(error)) return true;
-  if (error instanceof HttpStatusError) return isRetryableStatus(error.status);
-  const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
-  return code === 'ECONNREFUSED';
-}
+/**
+ * The provider certainly did not take the call: it refused it (an open breaker, 429, 503), or it was
+ * never reached. A 500 or a timeout leaves the charge in doubt and is never failed over.
+ */
+export const certainlyNotCharged: (error: unknown) => boolean = isUnprocessed;
 
 function retryable(error: unknown): boolean {
   if (error instanceof HttpStatusError && (error.retryAfterMs ?? 0) > LONGEST_RETRY_AFTER_MS) return false;
@@ -106,12 +118,20 @@ export function providerRouting(options: ProviderRoutingOptions): ProviderRoutin
   return {
     breakers,
     charge(request, idempotencyKey) {
-      return overall.execute((context) =>
-        providers.execute(
-          (target, { signal }) => target.client.charge(request, { idempotencyKey, signal }),
-          context,
-        ),
-      );
+      return overall.execute(async (context) => {
+        const pinned = await options.targets.pinned(idempotencyKey);
+        const call = async (target: (typeof targets)[number], { signal }: { signal: AbortSignal }) => {
+          await options.targets.pin(idempotencyKey, target.client.name);
+          return target.client.charge(request, { idempotencyKey, signal });
+        };
+        if (pinned === undefined) return providers.execute(call, context);
+        // This key already went to `pinned` and its outcome was never learned: only there, where the
+        // key deduplicates, is another attempt safe. If that provider cannot answer, the charge
+        // stays unknown until it can.
+        const target = targets.find((t) => t.client.name === pinned);
+        if (target === undefined) throw new Error(`provider key pinned to an unknown provider '${pinned}'`);
+        return target.policy.execute((ctx) => call(target, ctx), context);
+      });
     },
     async lookup(idempotencyKey) {
       return overall.execute(async ({ signal }) => {

@@ -73,6 +73,17 @@ CREATE TABLE sales (
 );
 `,
   },
+  {
+    version: 3,
+    name: 'charge targets',
+    sql: `
+CREATE TABLE charge_targets (
+  provider_key TEXT PRIMARY KEY,
+  provider TEXT NOT NULL,
+  pinned_at BIGINT NOT NULL
+);
+`,
+  },
 ];
 
 /**

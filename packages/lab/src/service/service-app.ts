@@ -31,6 +31,7 @@ import { alertListSink } from './alert-list-sink.ts';
 import { tokenSigner } from './auth-tokens.ts';
 import { requestUser } from './bearer-auth.ts';
 import type { ChargeStrategy } from './charge-strategy.ts';
+import { chargeTargets } from './charge-targets.ts';
 import type { ServiceConfig } from './config.ts';
 import type { Database } from './database.ts';
 import { type EventOutbox, eventOutbox } from './event-outbox.ts';
@@ -167,6 +168,7 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
     });
     routing = providerRouting({
       providers,
+      targets: chargeTargets(db),
       attemptTimeoutMs: config.providerTimeoutMs,
       deadlineMs: config.requestTimeoutMs,
       telemetry: metrics.keel.policy,
