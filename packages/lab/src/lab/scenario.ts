@@ -1,0 +1,101 @@
+/**
+ * @module
+ * What a scenario is and how one is judged. A scenario runs twice with the same seed, load and
+ * faults — first against the naive configuration, then against the guarded one — and each run is
+ * held to its own bar: the guarded run must meet the guarantee the scenario is about, and the naive
+ * run must visibly break it. A naive run that looks fine demonstrates nothing, so it fails the
+ * scenario as surely as a guarded run that breaks its guarantee.
+ */
+import type { ServiceMode } from '../service/config.ts';
+
+/** How a scenario is run. */
+export interface ScenarioSettings {
+  /** A short run, for tests and CI; the result says what it scaled down. */
+  readonly quick: boolean;
+  readonly seed: number;
+  /** A `postgres://` URL for the service's database; a sqlite file in the run's directory otherwise. */
+  readonly db?: string | undefined;
+  /** `nats://…` or `amqp://…`; in-process events otherwise. */
+  readonly broker?: string | undefined;
+  /** A directory the run may write to (ledgers, the sqlite database); removed afterwards. */
+  readonly workDirectory: string;
+  /** Plain progress lines, e.g. to stderr. @default none */
+  readonly progress?: ((line: string) => void) | undefined;
+}
+
+/** One rule of a bar, and whether the run met it. */
+export interface BarCheck {
+  readonly rule: string;
+  readonly met: boolean;
+}
+
+/** A scenario's figures for one mode, with the bar that mode was held to. */
+export type ModeResult<F> = F & {
+  readonly mode: ServiceMode;
+  /** Every rule of this mode's bar met: the guarantee held (guarded), or the failure showed (naive). */
+  readonly pass: boolean;
+  readonly checks: readonly BarCheck[];
+};
+
+export interface ScenarioResult<F = Record<string, unknown>> {
+  readonly name: string;
+  readonly quick: boolean;
+  readonly seed: number;
+  readonly naive: ModeResult<F>;
+  readonly guarded: ModeResult<F>;
+  /** `pass` only when the guarded run met its bar and the naive run showed the failure. */
+  readonly verdict: 'pass' | 'fail';
+  /** What this run scaled down or left out, e.g. fewer charges than the full bar in quick mode. */
+  readonly notes: readonly string[];
+  readonly durationMs: number;
+}
+
+/** A failure pattern, naive vs guarded. */
+export interface Scenario<F> {
+  readonly name: string;
+  /** One line: the faults and clients it plays. */
+  readonly summary: string;
+  /** Runs the scenario once against `mode` and measures it. */
+  run(mode: ServiceMode, settings: ScenarioSettings): Promise<F>;
+  /** The guarantee, as rules the guarded figures must meet. */
+  guardedBar(figures: F, settings: ScenarioSettings): BarCheck[];
+  /** The failure, as rules the naive figures must meet to show it. */
+  naiveBar(figures: F, settings: ScenarioSettings): BarCheck[];
+  /** What `settings` scale down, for the result's notes. */
+  notes(settings: ScenarioSettings): string[];
+}
+
+/**
+ * Runs `scenario` naive then guarded with the same settings and judges both.
+ *
+ * @example
+ * const result = await runScenario(partialScenario, { quick: true, seed: 7, workDirectory });
+ * result.verdict; // 'pass' when guarded held and naive broke
+ */
+export async function runScenario<F extends object>(
+  scenario: Scenario<F>,
+  settings: ScenarioSettings,
+): Promise<ScenarioResult<F>> {
+  const started = performance.now();
+  const judged = async (mode: ServiceMode): Promise<ModeResult<F>> => {
+    settings.progress?.(`${scenario.name}: ${mode} run`);
+    const figures = await scenario.run(mode, settings);
+    const checks =
+      mode === 'guarded' ? scenario.guardedBar(figures, settings) : scenario.naiveBar(figures, settings);
+    const pass = checks.length > 0 && checks.every((check) => check.met);
+    settings.progress?.(`${scenario.name}: ${mode} ${pass ? 'met its bar' : 'missed its bar'}`);
+    return { ...figures, mode, pass, checks };
+  };
+  const naive = await judged('naive');
+  const guarded = await judged('guarded');
+  return {
+    name: scenario.name,
+    quick: settings.quick,
+    seed: settings.seed,
+    naive,
+    guarded,
+    verdict: naive.pass && guarded.pass ? 'pass' : 'fail',
+    notes: scenario.notes(settings),
+    durationMs: Math.round(performance.now() - started),
+  };
+}

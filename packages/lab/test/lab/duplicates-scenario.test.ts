@@ -1,0 +1,38 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type LabResults, runLab } from '../../src/lab/run-lab.ts';
+
+describe('the duplicates scenario, quick, end to end', () => {
+  const reportDirectory = mkdtempSync(join(tmpdir(), 'lab-duplicates-'));
+  afterAll(() => rmSync(reportDirectory, { recursive: true, force: true }));
+
+  it('charges and invoices each order exactly once when guarded, and more than once when naive', async () => {
+    const printed: string[] = [];
+    await runLab({
+      scenarios: ['duplicates'],
+      quick: true,
+      seed: 7,
+      reportDirectory,
+      out: (text) => void printed.push(text),
+    });
+    const lab = JSON.parse(readFileSync(join(reportDirectory, 'results.json'), 'utf8')) as LabResults;
+    const [result] = lab.results;
+    expect(result?.name).toBe('duplicates');
+    expect(result?.verdict).toBe('pass');
+    expect(result?.guarded).toMatchObject({
+      pass: true,
+      doubleCharges: 0,
+      duplicateInvoices: 0,
+      paymentsWithoutInvoice: 0,
+      acknowledgedButMissing: 0,
+    });
+    expect(result?.guarded.payments).toBe(result?.guarded.chargedOrders);
+    // The naive run must visibly fail: the same load charged some orders more than once.
+    expect(result?.naive.pass).toBe(true);
+    expect((result?.naive.doubleCharges ?? 0) + (result?.naive.duplicateInvoices ?? 0)).toBeGreaterThan(0);
+    expect(lab.pass).toBe(true);
+    expect(printed.join('')).toContain('PASS  duplicates');
+  }, 90_000);
+});
