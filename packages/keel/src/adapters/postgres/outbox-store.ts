@@ -31,6 +31,7 @@ import {
   storedFromRow,
 } from '../../outbox/sql-outbox.ts';
 import type { OutboxGauges, OutboxTelemetry } from '../../outbox/telemetry.ts';
+import { checkSqlIdentifier } from '../sql-identifier.ts';
 import type { PostgresQueryable } from './idempotency-store.ts';
 
 /** A notification as `pg` delivers it. */
@@ -93,7 +94,6 @@ const DEFAULTS = Object.freeze({ table: 'keel_outbox' });
 
 /** Room for `_pending_aggregate_idx` within Postgres' 63-byte names. */
 const MAX_TABLE_LENGTH = 40;
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Reconnecting the listener after an error: from 100 ms, doubling to 5 s. */
 const RECONNECT_FIRST_MS = 100;
@@ -101,16 +101,6 @@ const RECONNECT_MAX_MS = 5_000;
 
 const SELECT_COLUMNS = `o.seq, o.id, o.type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
   o.headers::text AS headers, o.created_at, o.published_at, o.attempts, o.last_error`;
-
-function checkIdentifier(option: string, value: unknown, max: number): string {
-  if (typeof value !== 'string' || !IDENTIFIER.test(value) || value.length > max) {
-    throw new InvalidOptionError(
-      option,
-      `must be 1 to ${max} letters, digits or underscores, not starting with a digit, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
 
 /**
  * The DDL of the outbox table, for a migration tool. Idempotent (`IF NOT EXISTS`). `seq` is the
@@ -127,8 +117,8 @@ function checkIdentifier(option: string, value: unknown, max: number): string {
  * await migrate.sql(postgresOutboxDdl({ table: 'outbox', schema: 'billing' }));
  */
 export function postgresOutboxDdl(options: { table?: string; schema?: string } = {}): string {
-  const table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
-  const schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
+  const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+  const schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
   const t = schema === undefined ? `"${table}"` : `"${schema}"."${table}"`;
   const index = (suffix: string) =>
     schema === undefined ? `"${table}_${suffix}"` : `"${schema}"."${table}_${suffix}"`;
@@ -233,9 +223,9 @@ export class PostgresOutboxStore implements OutboxStore {
       throw new InvalidOptionError('clock', 'must have a now() method returning epoch milliseconds');
     }
     this.pool = options.pool;
-    this.table = checkIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
-    this.schema = options.schema === undefined ? undefined : checkIdentifier('schema', options.schema, 63);
-    this.channel = checkIdentifier('channel', options.channel ?? this.table, 63);
+    this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
+    this.schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
+    this.channel = checkSqlIdentifier('channel', options.channel ?? this.table, 63);
     this.qualifiedName = this.schema === undefined ? `"${this.table}"` : `"${this.schema}"."${this.table}"`;
     this.ddl = postgresOutboxDdl(
       this.schema === undefined ? { table: this.table } : { table: this.table, schema: this.schema },

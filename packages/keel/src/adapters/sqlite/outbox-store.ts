@@ -35,6 +35,7 @@ import {
   storedFromRow,
 } from '../../outbox/sql-outbox.ts';
 import type { OutboxGauges, OutboxTelemetry } from '../../outbox/telemetry.ts';
+import { checkSqlIdentifier } from '../sql-identifier.ts';
 import type { SqliteDatabase, SqliteStatement, SqliteValue } from './idempotency-store.ts';
 
 /** Options of {@link sqliteOutbox}. */
@@ -61,23 +62,12 @@ export interface SqliteOutboxOptions {
 const DEFAULTS = Object.freeze({ table: 'keel_outbox' });
 
 const MAX_TABLE_LENGTH = 48;
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** How often a pending commit is looked for: from 1 ms, doubling to 50 ms while it stays open. */
 const COMMIT_CHECK_FIRST_MS = 1;
 const COMMIT_CHECK_MAX_MS = 50;
 /** Wakes after an append on a driver that does not say whether its transaction is open. */
 const BLIND_WAKES_MS: readonly number[] = [1, 10, 100];
-
-function checkTable(value: unknown): string {
-  if (typeof value !== 'string' || !IDENTIFIER.test(value) || value.length > MAX_TABLE_LENGTH) {
-    throw new InvalidOptionError(
-      'table',
-      `must be 1 to ${MAX_TABLE_LENGTH} letters, digits or underscores, not starting with a digit, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
 
 /**
  * The DDL of the outbox table, for a migration tool. Idempotent (`IF NOT EXISTS`). `seq` is the
@@ -91,7 +81,7 @@ function checkTable(value: unknown): string {
  * db.exec(sqliteOutboxDdl({ table: 'outbox' }));
  */
 export function sqliteOutboxDdl(options: { table?: string } = {}): string {
-  const table = checkTable(options.table ?? DEFAULTS.table);
+  const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
   const t = `"${table}"`;
   return `CREATE TABLE IF NOT EXISTS ${t} (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -200,7 +190,7 @@ export class SqliteOutboxStore implements OutboxStore {
       throw new InvalidOptionError('clock', 'must have a now() method returning epoch milliseconds');
     }
     this.db = options.db;
-    this.table = checkTable(options.table ?? DEFAULTS.table);
+    this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
     this.ddl = sqliteOutboxDdl({ table: this.table });
     this.#clock = options.clock ?? wallClock;
     this.#telemetry = options.telemetry;
