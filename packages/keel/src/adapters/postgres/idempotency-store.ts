@@ -113,9 +113,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly qualifiedName: string;
   /** The DDL {@link ensureSchema} runs, for a migration tool. */
   readonly ddl: string;
-  readonly #sql: Readonly<
-    Record<'get' | 'getMany' | 'replace' | 'leases' | 'purge', string>
-  >;
+  readonly #sql: Readonly<Record<'get' | 'getMany' | 'replace' | 'leases' | 'purge', string>>;
   readonly #gets: StatementBatch<string, IdempotencyRecord | undefined>;
   /** Claims travel apart from the other writes so their statement can skip the flush wait. */
   readonly #claims: StatementBatch<WriteOp, boolean>;
