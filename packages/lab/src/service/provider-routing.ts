@@ -113,18 +113,34 @@ export function providerRouting(options: ProviderRoutingOptions): ProviderRoutin
       ),
     };
   });
-  const providers = failover({ name: 'providers', targets, failoverOn: certainlyNotCharged, ...telemetry });
   const overall = deadline({ name: 'charge', ms: options.deadlineMs, ...telemetry });
   return {
     breakers,
     charge(request, idempotencyKey) {
       return overall.execute(async (context) => {
         const pinned = await options.targets.pinned(idempotencyKey);
+        // Set once any attempt may have charged. The error failover sees is only the last attempt's
+        // (an open breaker, say), while an earlier retry at the same provider may have been the one
+        // whose response was lost.
+        let inDoubt = false;
         const call = async (target: (typeof targets)[number], { signal }: { signal: AbortSignal }) => {
           await options.targets.pin(idempotencyKey, target.client.name);
-          return target.client.charge(request, { idempotencyKey, signal });
+          try {
+            return await target.client.charge(request, { idempotencyKey, signal });
+          } catch (error) {
+            if (!certainlyNotCharged(error)) inDoubt = true;
+            throw error;
+          }
         };
-        if (pinned === undefined) return providers.execute(call, context);
+        if (pinned === undefined) {
+          const providers = failover({
+            name: 'providers',
+            targets,
+            failoverOn: (error) => !inDoubt && certainlyNotCharged(error),
+            ...telemetry,
+          });
+          return providers.execute(call, context);
+        }
         // This key already went to `pinned` and its outcome was never learned: only there, where the
         // key deduplicates, is another attempt safe. If that provider cannot answer, the charge
         // stays unknown until it can.
