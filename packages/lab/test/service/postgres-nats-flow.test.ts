@@ -5,15 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serviceUrl } from '../../../keel/test/support/services.ts';
 import type { Service } from '../../src/service/service-app.ts';
 import {
-  charge,
-  createOrder,
-  eventually,
+  chargeThroughToInvoice,
   type Providers,
   scratchDirectory,
-  signIn,
   startProviders,
   startService,
-  uniqueKey,
 } from './service-harness.ts';
 
 const databaseUrl = serviceUrl('DATABASE_URL');
@@ -59,33 +55,7 @@ describe.skipIf(databaseUrl === undefined || natsUrl === undefined)(
     });
 
     it('charges once, records the payment, relays the event and writes and mails the invoice', async () => {
-      const user = await signIn(service);
-      const order = await createOrder(service, user.authorization, { amount: 3_100, currency: 'usd' });
-      const key = uniqueKey('pg');
-      const paid = await charge(service, user.authorization, order.id, key);
-      expect(paid.statusCode).toBe(201);
-      const payment = paid.json() as { id: string };
-      const replay = await charge(service, user.authorization, order.id, key);
-      expect(replay.headers['idempotent-replayed']).toBe('true');
-
-      const invoices = await eventually(
-        async () =>
-          (
-            await service.app.inject({
-              url: `/orders/${order.id}/invoices`,
-              headers: { authorization: user.authorization },
-            })
-          ).json() as { data: { paymentId: string }[] },
-        (body) => body.data.length > 0,
-        10_000,
-      );
-      expect(invoices.data).toEqual([expect.objectContaining({ paymentId: payment.id })]);
-      const mailed = await eventually(
-        () => service.mail.sent().filter((m) => m.to === user.email),
-        (sent) => sent.length > 0,
-        10_000,
-      );
-      expect(mailed).toHaveLength(1);
+      const { user } = await chargeThroughToInvoice(service, 3_100, 'usd');
       const report = await service.app.inject({
         url: '/reports/sales?limit=3',
         headers: { authorization: user.authorization },

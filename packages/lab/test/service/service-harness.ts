@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { expect } from 'vitest';
 import { type RunningProvider, startProvider } from '../../src/providers/provider-launcher.ts';
 import { type ServiceConfigInput, serviceConfig } from '../../src/service/config.ts';
 import { buildService, type Service } from '../../src/service/service-app.ts';
@@ -115,4 +116,39 @@ export async function eventually<T>(
 
 export function uniqueKey(label: string): string {
   return `${label}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * Charges a new order twice with one key and follows it to the end: one payment, the replay marked
+ * `Idempotent-Replayed`, one invoice for that payment and one mail. Returns the user and the order.
+ */
+export async function chargeThroughToInvoice(service: Service, amount: number, currency: string) {
+  const user = await signIn(service);
+  const order = await createOrder(service, user.authorization, { amount, currency });
+  const key = uniqueKey('flow');
+  const paid = await charge(service, user.authorization, order.id, key);
+  expect(paid.statusCode).toBe(201);
+  const payment = paid.json() as { id: string };
+  expect((await charge(service, user.authorization, order.id, key)).headers['idempotent-replayed']).toBe(
+    'true',
+  );
+  const invoices = await eventually(
+    async () =>
+      (
+        await service.app.inject({
+          url: `/orders/${order.id}/invoices`,
+          headers: { authorization: user.authorization },
+        })
+      ).json() as { data: { paymentId: string }[] },
+    (body) => body.data.length > 0,
+    10_000,
+  );
+  expect(invoices.data).toEqual([expect.objectContaining({ paymentId: payment.id })]);
+  const mailed = await eventually(
+    () => service.mail.sent().filter((m) => m.to === user.email),
+    (sent) => sent.length > 0,
+    10_000,
+  );
+  expect(mailed).toHaveLength(1);
+  return { user, order };
 }
