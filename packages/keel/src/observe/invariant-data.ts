@@ -201,19 +201,36 @@ function rowsToFinding(rows: readonly unknown[]): DataFinding {
 }
 
 /**
+ * Statement parameters, fixed or computed at each evaluation — a cut-off such as "paid before now
+ * minus five minutes" taken from the application's clock rather than the database's.
+ */
+export type FindingParams = readonly unknown[] | (() => readonly unknown[]);
+
+function paramsOf(params: FindingParams | undefined): () => unknown[] {
+  if (params === undefined) return () => [];
+  if (typeof params === 'function') return () => [...params()];
+  if (!Array.isArray(params)) {
+    throw new InvalidOptionError('params', 'must be an array of values or a function returning one');
+  }
+  const fixed = [...params];
+  return () => fixed;
+}
+
+/**
  * A finding query on a sqlite database: rows with `id`, optional `age_ms` and optional `total`.
  *
  * @example
  * const query = sqliteFinding({ db, sql: 'SELECT id, age_ms, count(*) OVER () AS total FROM ... LIMIT 20' });
+ * const late = sqliteFinding({ db, sql: 'SELECT id FROM orders WHERE paid_at < ?', params: () => [clock.now() - 300_000] });
  */
 export function sqliteFinding(options: {
   readonly db: SqliteQueryable;
   readonly sql: string;
-  readonly params?: readonly unknown[];
+  readonly params?: FindingParams;
 }): () => DataFinding {
   const sql = checkSql(options.sql);
-  const params = (options.params ?? []) as never[];
-  return () => rowsToFinding(options.db.prepare(sql).all(...params));
+  const params = paramsOf(options.params);
+  return () => rowsToFinding(options.db.prepare(sql).all(...(params() as never[])));
 }
 
 /**
@@ -225,9 +242,9 @@ export function sqliteFinding(options: {
 export function postgresFinding(options: {
   readonly pool: PostgresQueryable;
   readonly sql: string;
-  readonly params?: readonly unknown[];
+  readonly params?: FindingParams;
 }): () => Promise<DataFinding> {
   const sql = checkSql(options.sql);
-  const params = [...(options.params ?? [])];
-  return async () => rowsToFinding((await options.pool.query(sql, params)).rows);
+  const params = paramsOf(options.params);
+  return async () => rowsToFinding((await options.pool.query(sql, params())).rows);
 }

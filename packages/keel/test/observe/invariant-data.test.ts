@@ -118,6 +118,25 @@ describe('data checks on node:sqlite', () => {
     expect(sent.map((n) => n.status)).toEqual(['firing', 'resolved']);
   });
 
+  it('computes its parameters at each evaluation, so a cut-off follows the clock', () => {
+    const db = new DatabaseSync(':memory:');
+    db.exec('CREATE TABLE orders (id TEXT, paid_at INTEGER)');
+    db.prepare('INSERT INTO orders VALUES (?, ?)').run('o-1', 1_000);
+    let now = 1_000;
+    const paidLongAgo = sqliteFinding({
+      db,
+      sql: 'SELECT id FROM orders WHERE paid_at < ?',
+      params: () => [now - 300_000],
+    });
+    expect(paidLongAgo().ids).toEqual([]);
+    now += 300_001;
+    expect(paidLongAgo().ids).toEqual(['o-1']);
+    expect(() => sqliteFinding({ db, sql: 'SELECT id FROM orders', params: 5 as never })).toThrow(
+      /^params: /,
+    );
+    db.close();
+  });
+
   it('refuses rows without an id column and a check without its SQL', () => {
     expect(() => sqliteFinding({ db, sql: 'SELECT 1 AS nope' })()).toThrow(/`id` column/);
     expect(() => dataCheck({ name: 'x', sql: ' ', query: () => ({ ids: [], total: 0 }), alert })).toThrow(
