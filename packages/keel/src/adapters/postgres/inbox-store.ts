@@ -20,6 +20,13 @@ import {
   type InboxResult,
   type InboxStore,
 } from '../../outbox/inbox-store.ts';
+import {
+  type AttemptsRow,
+  attemptsFromRow,
+  DEAD_LETTER_COLUMNS,
+  type DeadLetterRow,
+  deadLetterFromRow,
+} from '../../outbox/sql-inbox.ts';
 import { checkSqlIdentifier } from '../sql-identifier.ts';
 import type { PostgresQueryable } from './idempotency-store.ts';
 
@@ -119,33 +126,6 @@ CREATE INDEX IF NOT EXISTS "${table}_dead_letters_aggregate_idx" ON ${name('_dea
 `;
 }
 
-interface AttemptsRow {
-  attempts: number | string;
-  first_failed_at: number | string;
-  last_failed_at: number | string;
-  last_error: string;
-  last_error_stack: string | null;
-}
-
-interface DeadLetterRow {
-  group_name: string;
-  event_id: string;
-  type: string;
-  aggregate_type: string;
-  aggregate_id: string;
-  payload: unknown;
-  headers: Record<string, string>;
-  created_at: number | string;
-  attempts: number | string;
-  first_failed_at: number | string;
-  last_failed_at: number | string;
-  last_error: string | null;
-  last_error_stack: string | null;
-}
-
-const DEAD_LETTER_COLUMNS = `group_name, event_id, type, aggregate_type, aggregate_id, payload, headers,
-  created_at, attempts, first_failed_at, last_failed_at, last_error, last_error_stack`;
-
 type StatementName =
   | 'insert'
   | 'processed'
@@ -159,34 +139,6 @@ type StatementName =
   | 'removeDeadLetters'
   | 'count'
   | 'prune';
-
-function attemptsFromRow(row: AttemptsRow): FailedAttempts {
-  return {
-    attempts: Number(row.attempts),
-    firstFailedAt: Number(row.first_failed_at),
-    lastFailedAt: Number(row.last_failed_at),
-    lastError: { message: row.last_error, stack: row.last_error_stack },
-  };
-}
-
-function deadLetterFromRow(row: DeadLetterRow): DeadLetter {
-  return {
-    group: row.group_name,
-    event: {
-      id: row.event_id,
-      type: row.type,
-      aggregateType: row.aggregate_type,
-      aggregateId: row.aggregate_id,
-      payload: row.payload,
-      headers: row.headers,
-      createdAt: Number(row.created_at),
-    },
-    attempts: Number(row.attempts),
-    firstFailedAt: Number(row.first_failed_at),
-    lastFailedAt: Number(row.last_failed_at),
-    lastError: row.last_error === null ? null : { message: row.last_error, stack: row.last_error_stack },
-  };
-}
 
 /**
  * An inbox in Postgres. Each `process` takes a client from the pool, runs `BEGIN`, and inserts the
@@ -415,7 +367,7 @@ export class PostgresInboxStore<C extends PostgresPoolClient = PostgresPoolClien
       checked.until,
       checked.limit,
     ]);
-    return (rows as DeadLetterRow[]).map(deadLetterFromRow);
+    return (rows as DeadLetterRow[]).map((row) => deadLetterFromRow(row, 'parsed'));
   }
 
   async removeDeadLetters(group: string, eventIds: readonly string[]): Promise<number> {

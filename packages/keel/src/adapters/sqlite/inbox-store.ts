@@ -19,6 +19,13 @@ import {
   type InboxResult,
   type InboxStore,
 } from '../../outbox/inbox-store.ts';
+import {
+  type AttemptsRow,
+  attemptsFromRow,
+  DEAD_LETTER_COLUMNS,
+  type DeadLetterRow,
+  deadLetterFromRow,
+} from '../../outbox/sql-inbox.ts';
 import { checkSqlIdentifier } from '../sql-identifier.ts';
 import type { SqliteDatabase, SqliteStatement } from './idempotency-store.ts';
 
@@ -92,33 +99,6 @@ CREATE INDEX IF NOT EXISTS "${table}_dead_letters_aggregate_idx" ON "${table}_de
 `;
 }
 
-interface AttemptsRow {
-  attempts: number | bigint;
-  first_failed_at: number | bigint;
-  last_failed_at: number | bigint;
-  last_error: string;
-  last_error_stack: string | null;
-}
-
-interface DeadLetterRow {
-  group_name: string;
-  event_id: string;
-  type: string;
-  aggregate_type: string;
-  aggregate_id: string;
-  payload: string;
-  headers: string;
-  created_at: number | bigint;
-  attempts: number | bigint;
-  first_failed_at: number | bigint;
-  last_failed_at: number | bigint;
-  last_error: string | null;
-  last_error_stack: string | null;
-}
-
-const DEAD_LETTER_COLUMNS = `group_name, event_id, type, aggregate_type, aggregate_id, payload, headers,
-  created_at, attempts, first_failed_at, last_failed_at, last_error, last_error_stack`;
-
 type StatementName =
   | 'insert'
   | 'processed'
@@ -133,34 +113,6 @@ type StatementName =
   | 'count'
   | 'pruneInbox'
   | 'pruneAttempts';
-
-function attemptsFromRow(row: AttemptsRow): FailedAttempts {
-  return {
-    attempts: Number(row.attempts),
-    firstFailedAt: Number(row.first_failed_at),
-    lastFailedAt: Number(row.last_failed_at),
-    lastError: { message: row.last_error, stack: row.last_error_stack },
-  };
-}
-
-function deadLetterFromRow(row: DeadLetterRow): DeadLetter {
-  return {
-    group: row.group_name,
-    event: {
-      id: row.event_id,
-      type: row.type,
-      aggregateType: row.aggregate_type,
-      aggregateId: row.aggregate_id,
-      payload: JSON.parse(row.payload) as unknown,
-      headers: JSON.parse(row.headers) as Record<string, string>,
-      createdAt: Number(row.created_at),
-    },
-    attempts: Number(row.attempts),
-    firstFailedAt: Number(row.first_failed_at),
-    lastFailedAt: Number(row.last_failed_at),
-    lastError: row.last_error === null ? null : { message: row.last_error, stack: row.last_error_stack },
-  };
-}
 
 /**
  * An inbox in SQLite. Each `process` runs `BEGIN IMMEDIATE`, inserts the `(group, id)` row with
@@ -349,7 +301,7 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
       this.#statement('clearAttempts').run(group, event.id);
       if (this.#statement('processed').get(group, event.id) !== undefined) return 'duplicate';
       const existingRow = this.#statement('deadLetter').get(group, event.id) as DeadLetterRow | undefined;
-      const existing = existingRow && deadLetterFromRow(existingRow);
+      const existing = existingRow && deadLetterFromRow(existingRow, 'text');
       if (failed === undefined && existing !== undefined) return 'dead-lettered';
       const now = this.#clock.now();
       const lastError = failed?.lastError ?? existing?.lastError ?? null;
@@ -385,7 +337,7 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
         checked.until,
         checked.limit,
       ) as DeadLetterRow[];
-      return rows.map(deadLetterFromRow);
+      return rows.map((row) => deadLetterFromRow(row, 'text'));
     });
   }
 
