@@ -7,10 +7,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { checkInteger, InvalidOptionError } from 'keel';
+import { announcedUrl } from '../announced-url.ts';
 import type { ServiceMode } from '../service/config.ts';
 import { InstanceStartError } from './lab-errors.ts';
 
@@ -103,7 +103,11 @@ export async function startInstances(count: number, options: InstanceOptions): P
     const spawned = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = once(spawned, 'exit').catch(() => undefined);
     const child = { process: spawned, exited };
-    const url = await readUrl(spawned, exited, startTimeoutMs);
+    const url = await announcedUrl(spawned, exited, {
+      what: 'service',
+      timeoutMs: startTimeoutMs,
+      error: (message, options) => new InstanceStartError(message, options),
+    });
     return { child, url };
   };
 
@@ -164,44 +168,4 @@ export async function startInstances(count: number, options: InstanceOptions): P
       process.off('exit', killAll);
     },
   };
-}
-
-async function readUrl(child: ChildProcess, exited: Promise<unknown>, timeoutMs: number): Promise<string> {
-  let stderr = '';
-  child.stderr?.setEncoding('utf8');
-  // Drained for the whole life of the child: a full pipe would block the service.
-  child.stderr?.on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-4_000);
-  });
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const line = await Promise.race([
-      once(lines, 'line').then(([first]) => String(first)),
-      exited.then(() => {
-        throw new InstanceStartError(
-          `service exited with ${child.exitCode ?? child.signalCode} before listening: ${stderr.trim()}`,
-        );
-      }),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(new InstanceStartError(`service did not listen within ${timeoutMs} ms: ${stderr.trim()}`)),
-          timeoutMs,
-        );
-      }),
-    ]);
-    const announced = JSON.parse(line) as { url?: unknown };
-    if (typeof announced.url !== 'string') throw new InstanceStartError(`service printed no url: ${line}`);
-    return announced.url;
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error instanceof InstanceStartError
-      ? error
-      : new InstanceStartError('service printed an unreadable address', { cause: error });
-  } finally {
-    clearTimeout(timer);
-    lines.close();
-    child.stdout?.resume();
-  }
 }

@@ -6,8 +6,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { announcedUrl } from '../announced-url.ts';
 import type { FaultSettings } from './fault-settings.ts';
 import { InvalidProviderOptionError, ProviderRequestError, ProviderStartError } from './provider-errors.ts';
 import type { ProviderStats } from './provider-stats.ts';
@@ -98,9 +98,13 @@ export async function startProvider(options: StartProviderOptions): Promise<Runn
     stdio: ['pipe', 'pipe', options.inheritStderr ? 'inherit' : 'pipe'],
   });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-  // A spawn failure rejects `exited`; it is reported through `readAddress`, never left unhandled.
+  // A spawn failure rejects `exited`; it is reported through `announcedUrl`, never left unhandled.
   exited.catch(() => undefined);
-  const url = await readAddress(child, exited, startTimeoutMs);
+  const url = await announcedUrl(child, exited, {
+    what: 'provider',
+    timeoutMs: startTimeoutMs,
+    error: (message, options) => new ProviderStartError(message, options),
+  });
   const control = controlClient(url);
   let stopping: Promise<number | NodeJS.Signals> | undefined;
   return {
@@ -118,50 +122,6 @@ export async function startProvider(options: StartProviderOptions): Promise<Runn
       return stopping;
     },
   };
-}
-
-async function readAddress(
-  child: ChildProcess,
-  exited: Promise<[number | null, NodeJS.Signals | null]>,
-  timeoutMs: number,
-): Promise<string> {
-  let stderr = '';
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-4_000);
-  });
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const first = await Promise.race([
-      once(lines, 'line').then(([line]) => String(line)),
-      exited.then(([code, signal]) => {
-        throw new ProviderStartError(
-          `provider exited with ${code ?? signal} before listening: ${stderr.trim()}`,
-        );
-      }),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new ProviderStartError(`provider did not listen within ${timeoutMs} ms: ${stderr.trim()}`),
-            ),
-          timeoutMs,
-        );
-      }),
-    ]);
-    const address = JSON.parse(first) as { url?: unknown };
-    if (typeof address.url !== 'string') throw new ProviderStartError(`provider printed no url: ${first}`);
-    return address.url;
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error instanceof ProviderStartError
-      ? error
-      : new ProviderStartError('provider printed an unreadable address', { cause: error });
-  } finally {
-    clearTimeout(timer);
-    lines.close();
-  }
 }
 
 async function stopChild(
