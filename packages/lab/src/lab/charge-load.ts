@@ -11,12 +11,21 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FaultSettings } from '../providers/fault-settings.ts';
 import { startProvider } from '../providers/provider-launcher.ts';
 import type { ServiceMode } from '../service/config.ts';
+import { sampleBreakers } from './breaker-sampler.ts';
 import { type ClientBehaviour, httpChargeSender } from './clients.ts';
 import { checkGroundTruth, type GroundTruth } from './ground-truth.ts';
 import { type ServiceInstances, startInstances } from './instances.ts';
 import { createCustomerOrders } from './lab-customers.ts';
 import { runOpenLoop } from './open-loop.ts';
-import type { BarCheck, ScenarioSettings } from './scenario.ts';
+import type {
+  BarCheck,
+  BreakerSample,
+  FaultWindow,
+  HeadlineFigure,
+  RunMark,
+  RunTimeline,
+  ScenarioSettings,
+} from './scenario.ts';
 import { type BucketSummary, type LatencySummary, type OutcomeKind, TimeBuckets } from './time-buckets.ts';
 
 export interface ChargeLoadPlan {
@@ -33,10 +42,10 @@ export interface ChargeLoadPlan {
   /** More `service-process` flags (leases, timeouts, sweep interval). */
   readonly serviceFlags: readonly string[];
   /**
-   * Plays out alongside the load (it starts with it): kills, restarts. Resolves with lines that say
-   * what it did, for the result.
+   * Plays out alongside the load (it starts with it): kills, restarts. Resolves with what it did and
+   * when (ms from the start of the load), for the result and the report's timeline.
    */
-  readonly disrupt?: (instances: ServiceInstances, loadMs: number) => Promise<string[]>;
+  readonly disrupt?: (instances: ServiceInstances, loadMs: number) => Promise<RunMark[]>;
   /** How long to wait, after the load, for no order `charging` and every payment invoiced. */
   readonly settleMs: number;
   /** Width of a timeline bucket, in ms. @default 500 */
@@ -61,7 +70,14 @@ export interface ChargeLoadFigures extends GroundTruth {
   readonly maxArrivalLagMs: number;
   /** From the end of the load until settled (or the wait ran out), in ms. */
   readonly settleMs: number;
-  readonly disruptions: readonly string[];
+  /** What the disruption did, and when. */
+  readonly disruptions: readonly RunMark[];
+  /** The providers' faults, as windows over the load. */
+  readonly faultWindows: readonly FaultWindow[];
+  /** Breaker changes seen on the first instance's `/metrics` (none in naive mode: it has none). */
+  readonly breakers: readonly BreakerSample[];
+  /** Width of a timeline bucket, in ms. */
+  readonly bucketMs: number;
   /** Provider A's own count of the faults it played: responses dropped of the charges it answered. */
   readonly providerA: {
     readonly charges: number;
@@ -155,7 +171,9 @@ export async function runChargeLoad(
     if (plan.faults.b !== undefined) await b.faults.set({ ...plan.faults.b, seed: settings.seed + 1 });
 
     const loadStarted = performance.now();
-    const buckets = new TimeBuckets({ startedAtMs: performance.now(), bucketMs: plan.bucketMs ?? 500 });
+    const bucketMs = plan.bucketMs ?? 500;
+    const buckets = new TimeBuckets({ startedAtMs: loadStarted, bucketMs });
+    const breakerSampler = sampleBreakers({ url: instances.urls[0] as string, startedAtMs: loadStarted });
     const sender = httpChargeSender({ urls: instances.urls, timeoutMs: plan.clientTimeoutMs, buckets });
     const outcomes: Record<OutcomeKind, number> = { ok: 0, fail: 0, unknown: 0 };
     const acknowledged: string[] = [];
@@ -190,6 +208,7 @@ export async function runChargeLoad(
       },
     });
     const disruptions = await disruption;
+    const loadEndedMs = Math.round(performance.now() - loadStarted);
 
     const orderIds = orders.map((order) => order.orderId);
     const providers = [
@@ -208,6 +227,7 @@ export async function runChargeLoad(
     }
     const settleMs = Math.round(performance.now() - settleStarted);
     const statsA = await a.stats();
+    const breakers = await breakerSampler.stop();
     await instances.stop();
     instances = undefined;
     const final = await truth();
@@ -226,6 +246,15 @@ export async function runChargeLoad(
       maxArrivalLagMs: load.maxLagMs,
       settleMs,
       disruptions,
+      faultWindows: (['a', 'b'] as const)
+        .filter((provider) => plan.faults[provider] !== undefined)
+        .map((provider) => ({
+          label: `provider ${provider.toUpperCase()} faults`,
+          fromMs: 0,
+          toMs: loadEndedMs,
+        })),
+      breakers,
+      bucketMs,
       providerA: {
         charges: statsA.charges,
         replays: statsA.replays,
@@ -245,4 +274,40 @@ export async function runChargeLoad(
     await instances?.stop();
     await Promise.allSettled([a.stop(), b.stop()]);
   }
+}
+
+/**
+ * The scoreboard figures of a charging run.
+ *
+ * @example
+ * chargeHeadline(figures); // [{ label: 'charges', value: 300 }, { label: 'double-charged', value: 0 }, …]
+ */
+export function chargeHeadline(figures: ChargeLoadFigures): HeadlineFigure[] {
+  return [
+    { label: 'charges', value: figures.charges },
+    { label: 'double-charged', value: figures.doubleCharges },
+    { label: 'ack-missing', value: figures.acknowledgedButMissing },
+    { label: 'in between', value: figures.ordersInBetween },
+    { label: 'dup invoices', value: figures.duplicateInvoices },
+    { label: 'uninvoiced', value: figures.paymentsWithoutInvoice },
+    { label: 'p99 ms', value: figures.latency.p99Ms },
+  ];
+}
+
+/**
+ * The report's timeline of a charging run: charges over time, the providers' fault windows, the
+ * breakers and the disruptions.
+ *
+ * @example
+ * chargeChart(figures).series.charge; // buckets of the charge requests
+ */
+export function chargeChart(figures: ChargeLoadFigures): RunTimeline {
+  return {
+    bucketMs: figures.bucketMs,
+    series: { charge: figures.timeline },
+    faults: figures.faultWindows,
+    breakers: figures.breakers,
+    alerts: [],
+    marks: figures.disruptions,
+  };
 }

@@ -8,14 +8,13 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkInteger } from 'keel';
-import type { ChargeLoadFigures } from './charge-load.ts';
 import { UnknownScenarioError } from './lab-errors.ts';
-import { runScenario, type Scenario, type ScenarioResult } from './scenario.ts';
+import { type HeadlineFigure, runScenario, type Scenario, type ScenarioResult } from './scenario.ts';
 import { duplicatesScenario } from './scenarios/duplicates.ts';
 import { partialScenario } from './scenarios/partial.ts';
 
 /** The scenarios the lab has, by name, in the order a full run plays them. */
-export const LAB_SCENARIOS: Readonly<Record<string, Scenario<ChargeLoadFigures>>> = Object.freeze({
+export const LAB_SCENARIOS: Readonly<Record<string, Scenario<object>>> = Object.freeze({
   partial: partialScenario,
   duplicates: duplicatesScenario,
 });
@@ -43,7 +42,7 @@ export interface LabResults {
   readonly seed: number;
   readonly db: 'sqlite' | 'postgres';
   readonly broker: string;
-  readonly results: readonly ScenarioResult<ChargeLoadFigures>[];
+  readonly results: readonly ScenarioResult<object>[];
   /** Every scenario passed. */
   readonly pass: boolean;
   readonly durationMs: number;
@@ -67,7 +66,7 @@ export async function runLab(options: RunLabOptions = {}): Promise<LabResults> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
   const workDirectory = mkdtempSync(join(tmpdir(), 'keel-lab-'));
-  const results: ScenarioResult<ChargeLoadFigures>[] = [];
+  const results: ScenarioResult<object>[] = [];
   // Ctrl-C ends the process through `exit`, where the instances' last-resort handler kills them;
   // the default SIGINT action would skip it and leave services running.
   const interrupted = () => process.exit(130);
@@ -111,16 +110,8 @@ export async function runLab(options: RunLabOptions = {}): Promise<LabResults> {
 }
 
 /** The figures a scoreboard row shows for a run. */
-function headline(figures: ChargeLoadFigures): string {
-  return [
-    `${figures.charges} charges`,
-    `${figures.doubleCharges} double-charged`,
-    `${figures.acknowledgedButMissing} ack-missing`,
-    `${figures.ordersInBetween} in between`,
-    `${figures.duplicateInvoices} dup invoices`,
-    `${figures.paymentsWithoutInvoice} uninvoiced`,
-    `p99 ${figures.latency.p99Ms} ms`,
-  ].join(', ');
+function headline(figures: readonly HeadlineFigure[]): string {
+  return figures.map((figure) => `${figure.label} ${figure.value}`).join(', ');
 }
 
 /**
@@ -137,7 +128,7 @@ export function scoreboard(lab: LabResults): string {
   for (const result of lab.results) {
     lines.push(`${result.verdict === 'pass' ? 'PASS' : 'FAIL'}  ${result.name}  (${result.durationMs} ms)`);
     for (const run of [result.naive, result.guarded]) {
-      lines.push(`  ${run.mode.padEnd(8)}${headline(run)}`);
+      lines.push(`  ${run.mode.padEnd(8)}${headline(run.headline)}`);
       for (const check of run.checks) lines.push(`          ${check.met ? '✓' : '✗'} ${check.rule}`);
     }
     for (const note of result.notes) lines.push(`  note: ${note}`);

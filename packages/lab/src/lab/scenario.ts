@@ -7,6 +7,7 @@
  * scenario as surely as a guarded run that breaks its guarantee.
  */
 import type { ServiceMode } from '../service/config.ts';
+import type { BucketSummary } from './time-buckets.ts';
 
 /** How a scenario is run. */
 export interface ScenarioSettings {
@@ -23,6 +24,57 @@ export interface ScenarioSettings {
   readonly progress?: ((line: string) => void) | undefined;
 }
 
+/** A span of a run during which a fault played, in ms from the start of the load. */
+export interface FaultWindow {
+  readonly label: string;
+  readonly fromMs: number;
+  readonly toMs: number;
+}
+
+/** A breaker's state as the lab saw it on the service's `/metrics`. */
+export interface BreakerSample {
+  readonly atMs: number;
+  readonly breaker: string;
+  readonly state: 'closed' | 'half-open' | 'open' | 'isolated';
+}
+
+/** An alert notification the service sent, as the lab received it. */
+export interface AlertMark {
+  readonly atMs: number;
+  readonly alert: string;
+  readonly status: 'firing' | 'resolved';
+  /** What broke, as the alert says it (entity ids included). */
+  readonly summary: string;
+}
+
+/** Something the lab did during the run: a SIGKILL, a restart, a repair command. */
+export interface RunMark {
+  readonly atMs: number;
+  readonly label: string;
+}
+
+/**
+ * What the report draws for one run, on one time axis (ms from the start of the load): latency
+ * percentiles and goodput per request class, the fault windows shaded, breaker states, alerts and
+ * the lab's own actions.
+ */
+export interface RunTimeline {
+  /** Width of a bucket of `series`, in ms. */
+  readonly bucketMs: number;
+  /** Buckets per request class, e.g. `charge`, `login`, `report`. */
+  readonly series: Readonly<Record<string, readonly BucketSummary[]>>;
+  readonly faults: readonly FaultWindow[];
+  readonly breakers: readonly BreakerSample[];
+  readonly alerts: readonly AlertMark[];
+  readonly marks: readonly RunMark[];
+}
+
+/** One figure of a scoreboard row, e.g. `{ label: 'double-charged', value: 0 }`. */
+export interface HeadlineFigure {
+  readonly label: string;
+  readonly value: number | string;
+}
+
 /** One rule of a bar, and whether the run met it. */
 export interface BarCheck {
   readonly rule: string;
@@ -35,6 +87,10 @@ export type ModeResult<F> = F & {
   /** Every rule of this mode's bar met: the guarantee held (guarded), or the failure showed (naive). */
   readonly pass: boolean;
   readonly checks: readonly BarCheck[];
+  /** The figures the scoreboard shows for this run. */
+  readonly headline: readonly HeadlineFigure[];
+  /** What the HTML report draws for this run. */
+  readonly chart: RunTimeline;
 };
 
 export interface ScenarioResult<F = Record<string, unknown>> {
@@ -63,6 +119,10 @@ export interface Scenario<F> {
   naiveBar(figures: F, settings: ScenarioSettings): BarCheck[];
   /** What `settings` scale down, for the result's notes. */
   notes(settings: ScenarioSettings): string[];
+  /** The figures of a scoreboard row. */
+  headline(figures: F): HeadlineFigure[];
+  /** The timeline the report draws. */
+  chart(figures: F): RunTimeline;
 }
 
 /**
@@ -84,7 +144,14 @@ export async function runScenario<F extends object>(
       mode === 'guarded' ? scenario.guardedBar(figures, settings) : scenario.naiveBar(figures, settings);
     const pass = checks.length > 0 && checks.every((check) => check.met);
     settings.progress?.(`${scenario.name}: ${mode} ${pass ? 'met its bar' : 'missed its bar'}`);
-    return { ...figures, mode, pass, checks };
+    return {
+      ...figures,
+      mode,
+      pass,
+      checks,
+      headline: scenario.headline(figures),
+      chart: scenario.chart(figures),
+    };
   };
   const naive = await judged('naive');
   const guarded = await judged('guarded');

@@ -2,7 +2,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { ChargeLoadFigures } from '../../src/lab/charge-load.ts';
 import { type LabResults, runLab } from '../../src/lab/run-lab.ts';
+import type { ScenarioResult } from '../../src/lab/scenario.ts';
 
 describe('the duplicates scenario, quick, end to end', () => {
   const reportDirectory = mkdtempSync(join(tmpdir(), 'lab-duplicates-'));
@@ -18,7 +20,7 @@ describe('the duplicates scenario, quick, end to end', () => {
       out: (text) => void printed.push(text),
     });
     const lab = JSON.parse(readFileSync(join(reportDirectory, 'results.json'), 'utf8')) as LabResults;
-    const [result] = lab.results;
+    const [result] = lab.results as ScenarioResult<ChargeLoadFigures>[];
     expect(result?.name).toBe('duplicates');
     expect(result?.verdict).toBe('pass');
     expect(result?.guarded).toMatchObject({

@@ -20,7 +20,7 @@ describe('the partial scenario, quick, end to end', () => {
       ordersInBetween: 0,
       chargedButUnrecorded: 0,
     });
-    expect(result.guarded.disruptions[0]).toMatch(/^SIGKILL instance 0/);
+    expect(result.guarded.disruptions[0]?.label).toMatch(/^SIGKILL instance 0/);
     // The naive run, with the same load, faults and kill, charged some orders twice.
     expect(result.naive.pass).toBe(true);
     expect(result.naive.doubleCharges).toBeGreaterThan(0);

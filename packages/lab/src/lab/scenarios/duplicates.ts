@@ -8,7 +8,14 @@
  * arrive while the first is still charging charge again.
  */
 import { seededRandom } from '../../demo/seeded-random.ts';
-import { type ChargeLoadFigures, type ChargeLoadPlan, paidEnough, runChargeLoad } from '../charge-load.ts';
+import {
+  type ChargeLoadFigures,
+  type ChargeLoadPlan,
+  chargeChart,
+  chargeHeadline,
+  paidEnough,
+  runChargeLoad,
+} from '../charge-load.ts';
 import { doubleSubmit, retryWithBackoff } from '../clients.ts';
 import type { Scenario, ScenarioSettings } from '../scenario.ts';
 
@@ -79,6 +86,8 @@ export const duplicatesScenario: Scenario<ChargeLoadFigures> = {
       met: figures.doubleCharges + figures.duplicateInvoices > 0,
     },
   ],
+  headline: chargeHeadline,
+  chart: chargeChart,
   notes: (settings) => [
     ...(settings.quick
       ? [`quick: ${DUPLICATES_QUICK_ORDERS} orders per mode instead of ${DUPLICATES_FULL_ORDERS}`]

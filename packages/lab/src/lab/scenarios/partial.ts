@@ -9,7 +9,14 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { seededRandom } from '../../demo/seeded-random.ts';
-import { type ChargeLoadFigures, type ChargeLoadPlan, paidEnough, runChargeLoad } from '../charge-load.ts';
+import {
+  type ChargeLoadFigures,
+  type ChargeLoadPlan,
+  chargeChart,
+  chargeHeadline,
+  paidEnough,
+  runChargeLoad,
+} from '../charge-load.ts';
 import { retryWithBackoff } from '../clients.ts';
 import type { BarCheck, Scenario, ScenarioSettings } from '../scenario.ts';
 
@@ -62,12 +69,15 @@ export function partialPlan(settings: ScenarioSettings): ChargeLoadPlan {
       await sleep(loadMs * 0.4);
       const pid = instances.pids()[0];
       await instances.kill(0);
-      const killed = `SIGKILL instance 0 (pid ${pid}) at ${at()} ms`;
+      const killed = { atMs: at(), label: `SIGKILL instance 0 (pid ${pid})` };
       await sleep(300);
       const starts = await instances.restart(0);
       return [
         killed,
-        `instance 0 restarted at ${at()} ms (pid ${instances.pids()[0]}, ${starts} start${starts === 1 ? '' : 's'})`,
+        {
+          atMs: at(),
+          label: `instance 0 restarted (pid ${instances.pids()[0]}, ${starts} start${starts === 1 ? '' : 's'})`,
+        },
       ];
     },
     settleMs: 8_000,
@@ -103,6 +113,8 @@ export const partialScenario: Scenario<ChargeLoadFigures> = {
     { rule: 'double charges > 0', met: figures.doubleCharges > 0 },
     droppedEnough(figures),
   ],
+  headline: chargeHeadline,
+  chart: chargeChart,
   notes: (settings) =>
     settings.quick
       ? [`quick: ${PARTIAL_QUICK_CHARGES} charges per mode instead of ${PARTIAL_FULL_CHARGES}`]
