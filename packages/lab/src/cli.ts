@@ -1,48 +1,46 @@
 #!/usr/bin/env node
 /**
- * The `keel` command. `keel lab` runs the failure lab; `keel serve` runs the payments service and
- * its two payment providers on this machine; the other commands arrive with the repairs they make.
+ * The `keel` command: `keel <command> [options]`, one module per command under `commands/`. A
+ * command line that cannot be understood (an unknown flag, a bad number, an unknown scenario) is
+ * answered on stderr with exit code 2, before anything starts.
  */
-import { parseArgs } from 'node:util';
-import { runDemo } from './demo/cascade-demo.ts';
-import { SERVE_USAGE, serve } from './service/serve-command.ts';
+import { type Command, isUsageError, USAGE_ERROR } from './commands/command.ts';
+import { labCommand } from './commands/lab-command.ts';
+import { serveCommand } from './commands/serve-command.ts';
+
+const COMMANDS: readonly Command[] = [labCommand, serveCommand];
 
 const USAGE = `Usage: keel <command> [options]
 
 Commands:
-  lab      reproduce the failure patterns against a naive and a guarded configuration
-  serve    run the payments service and two payment providers on 127.0.0.1, with a demo user
-           (keel serve --help for its options)
+${COMMANDS.map((command) => `  ${command.name.padEnd(9)}${command.summary}`).join('\n')}
   help     show this message
+
+keel <command> --help shows a command's options.
 `;
 
 async function main(argv: string[]): Promise<number> {
-  const [command = 'help', ...rest] = argv;
-  switch (command) {
-    case 'lab': {
-      const { values } = parseArgs({
-        args: rest,
-        options: { seed: { type: 'string' }, quick: { type: 'boolean', default: false } },
-        strict: true,
-      });
-      const report = await runDemo({ quick: values.quick, seed: Number(values.seed ?? 1) });
-      process.stdout.write(report.text);
-      return report.pass ? 0 : 1;
-    }
-    case 'serve':
-      if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(SERVE_USAGE);
-        return 0;
-      }
-      return serve(rest);
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(USAGE);
-      return 0;
-    default:
-      process.stderr.write(`keel: unknown command '${command}'\n\n${USAGE}`);
-      return 2;
+  const [name = 'help', ...rest] = argv;
+  if (name === 'help' || name === '--help' || name === '-h') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const command = COMMANDS.find((candidate) => candidate.name === name);
+  if (command === undefined) {
+    process.stderr.write(`keel: unknown command '${name}'\n\n${USAGE}`);
+    return USAGE_ERROR;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(command.usage);
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (error) {
+    // A command line the command could not understand: say why, with its usage, and start nothing.
+    if (!isUsageError(error)) throw error;
+    process.stderr.write(`keel ${name}: ${error.message}\n\n${command.usage}`);
+    return USAGE_ERROR;
   }
 }
 
