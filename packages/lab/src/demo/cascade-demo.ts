@@ -8,8 +8,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { bulkhead, circuitBreaker, failover, pipeline, timeout } from 'keel';
+import { exponentialGap, seededRandom } from '../seeded-random.ts';
 import { ConnectionPool } from './connection-pool.ts';
-import { exponentialGap, seededRandom } from './seeded-random.ts';
 import { SimulatedProvider } from './simulated-provider.ts';
 
 export interface DemoOptions {

@@ -5,7 +5,7 @@
  * way a user would create it. Setting up is not load: it runs closed-loop, a few requests at a time.
  */
 import { checkInteger } from 'keel';
-import { seededRandom } from '../demo/seeded-random.ts';
+import { seededRandom } from '../seeded-random.ts';
 
 /** An order ready to be charged, with its owner's credentials. */
 export interface CustomerOrder {

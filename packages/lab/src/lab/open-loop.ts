@@ -8,7 +8,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { checkFunction, checkInteger, checkNumber } from 'keel';
-import { exponentialGap, seededRandom } from '../demo/seeded-random.ts';
+import { exponentialGap, seededRandom } from '../seeded-random.ts';
 
 export interface OpenLoopOptions {
   /** Mean arrivals per second. */

@@ -5,7 +5,7 @@
  * charge committed. All randomness comes from one seeded source, so the same seed and the same
  * order of requests give the same faults.
  */
-import { seededRandom } from '../demo/seeded-random.ts';
+import { seededRandom } from '../seeded-random.ts';
 import type { FaultSettings } from './fault-settings.ts';
 import { type LognormalLatency, lognormalOf, sampleLatencyMs } from './latency-sampler.ts';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { seededRandom } from '../../src/demo/seeded-random.ts';
 import { lognormalOf, sampleLatencyMs } from '../../src/providers/latency-sampler.ts';
+import { seededRandom } from '../../src/seeded-random.ts';
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;

@@ -7,7 +7,7 @@
  * invoice through per payment: exactly one charge and one invoice per order. Naive, the copies that
  * arrive while the first is still charging charge again.
  */
-import { seededRandom } from '../../demo/seeded-random.ts';
+import { seededRandom } from '../../seeded-random.ts';
 import {
   type ChargeLoadFigures,
   type ChargeLoadPlan,

@@ -8,7 +8,7 @@
  * Naive, the blind retries charge again.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { seededRandom } from '../../demo/seeded-random.ts';
+import { seededRandom } from '../../seeded-random.ts';
 import {
   type ChargeLoadFigures,
   type ChargeLoadPlan,
