@@ -182,6 +182,8 @@ export async function runChargeLoad(
     const loadMs = (plan.orders / plan.ratePerSecond) * 1_000;
     say(`charging at ${plan.ratePerSecond}/s for ~${Math.round(loadMs)} ms`);
     const disruption = plan.disrupt?.(instances, loadMs) ?? Promise.resolve([]);
+    const loadPhase = settings.phase?.(`${plan.name}/${mode}: charges`, orders.length);
+    let arrivalsDone = 0;
     const load = await runOpenLoop({
       ratePerSecond: plan.ratePerSecond,
       arrivals: orders.length,
@@ -205,8 +207,9 @@ export async function runChargeLoad(
           const status = String(outcome.status ?? 'none');
           refusals[status] = (refusals[status] ?? 0) + 1;
         }
+        loadPhase?.tick(++arrivalsDone);
       },
-    });
+    }).finally(() => loadPhase?.end());
     const disruptions = await disruption;
     const loadEndedMs = Math.round(performance.now() - loadStarted);
 

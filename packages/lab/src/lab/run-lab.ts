@@ -1,14 +1,17 @@
 /**
  * @module
  * Runs the lab: the named scenarios, each naive then guarded, one after the other (they would
- * otherwise share two cores and measure each other), writes `results.json` and prints a plain
- * scoreboard. The HTML report and the `keel lab` command are built on this.
+ * otherwise share two cores and measure each other), writes `results.json` and the HTML report
+ * `index.html` beside it, and prints a plain scoreboard. Progress shows as bars on a terminal and
+ * as plain lines anywhere else. The `keel lab` command is built on this.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkInteger } from 'keel';
 import { UnknownScenarioError } from './lab-errors.ts';
+import { labProgress } from './progress.ts';
+import { renderHtmlReport } from './report/html-report.ts';
 import { type HeadlineFigure, runScenario, type Scenario, type ScenarioResult } from './scenario.ts';
 import { duplicatesScenario } from './scenarios/duplicates.ts';
 import { partialScenario } from './scenarios/partial.ts';
@@ -30,10 +33,15 @@ export interface RunLabOptions {
   db?: string;
   /** `nats://…` or `amqp://…`; in-process events otherwise. */
   broker?: string;
-  /** Where `results.json` goes. @default 'lab-report' */
+  /** Where `results.json` and `index.html` go. @default 'lab-report' */
   reportDirectory?: string;
   /** Receives the scoreboard and progress lines. @default process.stdout */
   out?: (text: string) => void;
+  /**
+   * A terminal to draw progress bars on, when it is a TTY; plain lines through `out` otherwise.
+   * @default process.stderr when `out` is the default, none otherwise
+   */
+  progressTerminal?: NodeJS.WriteStream;
 }
 
 export interface LabResults {
@@ -65,6 +73,10 @@ export async function runLab(options: RunLabOptions = {}): Promise<LabResults> {
   const out = options.out ?? ((text: string) => void process.stdout.write(text));
   const started = performance.now();
   const startedAt = new Date().toISOString();
+  const progress = labProgress({
+    out,
+    terminal: options.progressTerminal ?? (options.out === undefined ? process.stderr : undefined),
+  });
   const workDirectory = mkdtempSync(join(tmpdir(), 'keel-lab-'));
   const results: ScenarioResult<object>[] = [];
   // Ctrl-C ends the process through `exit`, where the instances' last-resort handler kills them;
@@ -74,7 +86,7 @@ export async function runLab(options: RunLabOptions = {}): Promise<LabResults> {
   process.once('SIGTERM', interrupted);
   try {
     for (const scenario of scenarios) {
-      out(`${scenario.name}: ${scenario.summary}\n`);
+      progress.line(`${scenario.name}: ${scenario.summary}`);
       results.push(
         await runScenario(scenario, {
           quick,
@@ -82,11 +94,13 @@ export async function runLab(options: RunLabOptions = {}): Promise<LabResults> {
           db: options.db,
           broker: options.broker,
           workDirectory,
-          progress: (line) => out(`  ${line}\n`),
+          progress: (line) => progress.line(`  ${line}`),
+          phase: (name, total) => progress.phase(name, total),
         }),
       );
     }
   } finally {
+    progress.stop();
     process.off('SIGINT', interrupted);
     process.off('SIGTERM', interrupted);
     rmSync(workDirectory, { recursive: true, force: true });
@@ -104,8 +118,10 @@ export async function runLab(options: RunLabOptions = {}): Promise<LabResults> {
   const directory = resolve(options.reportDirectory ?? 'lab-report');
   mkdirSync(directory, { recursive: true });
   writeFileSync(join(directory, 'results.json'), `${JSON.stringify(lab, null, 2)}\n`);
+  writeFileSync(join(directory, 'index.html'), renderHtmlReport(lab));
   out(scoreboard(lab));
   out(`results: ${join(directory, 'results.json')}\n`);
+  out(`report:  ${join(directory, 'index.html')}\n`);
   return lab;
 }
 

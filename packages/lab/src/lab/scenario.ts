@@ -22,6 +22,19 @@ export interface ScenarioSettings {
   readonly workDirectory: string;
   /** Plain progress lines, e.g. to stderr. @default none */
   readonly progress?: ((line: string) => void) | undefined;
+  /**
+   * Starts a phase with a known amount of work (`total` steps), for a progress bar; what is
+   * returned is told how far it got. @default none
+   */
+  readonly phase?: ((name: string, total: number) => PhaseProgress) | undefined;
+}
+
+/** How far a phase started by {@link ScenarioSettings.phase} got. */
+export interface PhaseProgress {
+  /** `done` of the phase's steps are done. */
+  tick(done: number): void;
+  /** The phase is over, whether or not every step was done. */
+  end(): void;
 }
 
 /** A span of a run during which a fault played, in ms from the start of the load. */
