@@ -81,7 +81,7 @@ async function sqliteSetup(): Promise<Setup> {
   return {
     name: 'sqlite → in-process',
     store,
-    transport: inProcessTransport(),
+    transport: inProcessTransport({ confirm: 'accepted' }),
     untilDelivered: true,
     async appendMany(count) {
       for (let done = 0; done < count; done += BATCH) {

@@ -8,12 +8,34 @@
  * later turn of the event loop, never inside `publish`. Nothing survives the process: across
  * processes, use NATS or RabbitMQ.
  *
+ * That is why `publish` confirms, by default, only once the event's effect is durable: a real broker
+ * confirms after persisting, but this one's memory dies with the process, so an event confirmed on
+ * arrival and marked published by the relay would be lost by a kill -9 before its consumers
+ * committed it. With `confirm: 'settled'` the publish resolves once every consumer group has settled
+ * the event (its handler committed the inbox or dead-letter row and acknowledged), and until then the
+ * outbox row stays unpublished, so a crash leaves the event to the next relay.
+ *
  * @module
  */
 import { InvalidOptionError } from '../errors/keel-error.ts';
-import { checkFraction, checkFunction, checkInteger } from '../policy/options.ts';
+import { checkFraction, checkFunction, checkInteger, checkOneOf } from '../policy/options.ts';
 import type { OutboxEvent } from './event.ts';
 import type { Delivery, DeliveryHandler, SubscribeOptions, Subscription, Transport } from './transport.ts';
+import { PublishNotConfirmedError, TransportClosedError } from './transport-errors.ts';
+
+/**
+ * When an {@link InProcessTransport} confirms a publish:
+ * - `'settled'`: once every consumer group that exists at publish time has settled the event — its
+ *   handler acknowledged it after committing the inbox row, or parked it as a dead letter. A kill -9
+ *   loses nothing: whatever was not settled is still unpublished in the outbox. A publish takes as
+ *   long as the slowest group's handling (redeliveries included), so the relay's throughput is
+ *   bounded by the consumers' — the relay publishes up to `concurrency` aggregates at once, so that
+ *   is back-pressure rather than a queue.
+ * - `'accepted'`: as soon as the event is in the transport's memory, like a broker's confirm but
+ *   without its durability: events confirmed and not yet handled die with the process. For tests
+ *   and for events whose loss is acceptable.
+ */
+export type InProcessConfirm = 'accepted' | 'settled';
 
 /** Options of {@link inProcessTransport}. */
 export interface InProcessTransportOptions {
@@ -22,6 +44,21 @@ export interface InProcessTransportOptions {
    * @default 'in-process'
    */
   name?: string;
+  /**
+   * When `publish` resolves; see {@link InProcessConfirm}. With `'settled'` and no consumer group
+   * subscribed yet, the publish waits for the first group to subscribe and settle the event.
+   * @default 'settled'
+   */
+  confirm?: InProcessConfirm;
+  /**
+   * With `confirm: 'settled'`, how long a publish waits for the groups to settle the event before it
+   * rejects with `KEEL_OUTBOX_PUBLISH_UNCONFIRMED` (a group without members, a consumer stuck or
+   * retrying): the relay then leaves the event unpublished and tries again after its back-off. The
+   * event stays queued for the groups meanwhile, and publishing it again waits on the same delivery
+   * instead of queuing a copy. Keep it below the relay's `leaseMs`.
+   * @default 10_000
+   */
+  confirmTimeoutMs?: number;
   /**
    * Events kept for groups that have not subscribed yet (or are behind); beyond it the oldest are
    * dropped and counted in `stats().dropped`.
@@ -55,8 +92,15 @@ export interface InProcessTransportOptions {
 export interface InProcessTransportStats {
   /** Publishes confirmed (including dropped ones). */
   readonly published: number;
-  /** Publishes that failed (`beforePublish` threw, or the transport was closed). */
+  /**
+   * Publishes that failed (`beforePublish` threw, the transport was closed, or with `'settled'` the
+   * groups did not settle the event in time).
+   */
   readonly failedPublishes: number;
+  /** Of `failedPublishes`, those that ran out of `confirmTimeoutMs`. */
+  readonly confirmTimeouts: number;
+  /** Publishes waiting for the groups to settle their event now. */
+  readonly awaitingSettlement: number;
   /** Confirmed publishes dropped by `dropRate`. */
   readonly lost: number;
   /** Events dropped from the log by `maxRetained` before every group had them. */
@@ -88,8 +132,34 @@ interface Group {
   nextMember: number;
 }
 
+/** An event published with `confirm: 'settled'` that some group has not settled yet. */
+interface Unsettled {
+  readonly event: OutboxEvent;
+  /**
+   * The groups that existed when it was first published and have not settled it; empty while no
+   * group exists at all, until the first one subscribes.
+   */
+  readonly groups: Group[];
+  /** Publishes of the event waiting for it (a republish joins the first rather than queuing a copy). */
+  readonly waiters: Waiter[];
+}
+
+/** One publish call waiting for its event to be settled. */
+interface Waiter {
+  readonly unsettled: Unsettled;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+  /** `performance.now()` after which it rejects. */
+  readonly deadline: number;
+  done: boolean;
+}
+
+const CONFIRMS: readonly InProcessConfirm[] = ['accepted', 'settled'];
+
 const DEFAULTS = Object.freeze({
   name: 'in-process',
+  confirm: 'settled' as InProcessConfirm,
+  confirmTimeoutMs: 10_000,
   maxRetained: 100_000,
   ackWaitMs: 30_000,
   prefetch: 64,
@@ -106,6 +176,8 @@ const DEFAULTS = Object.freeze({
  */
 export class InProcessTransport implements Transport {
   readonly name: string;
+  readonly confirm: InProcessConfirm;
+  readonly #confirmTimeoutMs: number;
   readonly #maxRetained: number;
   readonly #ackWaitMs: number;
   readonly #dropRate: number;
@@ -118,7 +190,19 @@ export class InProcessTransport implements Transport {
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   readonly #pumping = new Set<Group>();
   #closed = false;
-  #stats = { published: 0, failedPublishes: 0, lost: 0, dropped: 0, deliveries: 0 };
+  #stats = { published: 0, failedPublishes: 0, confirmTimeouts: 0, lost: 0, dropped: 0, deliveries: 0 };
+  /** Events published with `'settled'` and not yet settled by every group, by id. */
+  readonly #unsettled = new Map<string, Unsettled>();
+  /** Unsettled events published while no group existed: the first group to subscribe owes them. */
+  #orphans: Unsettled[] = [];
+  /**
+   * Every waiting publish in deadline order (one timeout for all, so deadlines only grow); settled
+   * ones are skipped when reached. `#deadlines[#deadlineHead]` is the oldest not yet passed.
+   */
+  #deadlines: Waiter[] = [];
+  #deadlineHead = 0;
+  #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  #waiting = 0;
 
   constructor(options: InProcessTransportOptions = {}) {
     const name = options.name ?? DEFAULTS.name;
@@ -126,6 +210,12 @@ export class InProcessTransport implements Transport {
       throw new InvalidOptionError('name', `must be a non-empty string, got ${JSON.stringify(name)}`);
     }
     this.name = name;
+    this.confirm = checkOneOf('confirm', options.confirm ?? DEFAULTS.confirm, CONFIRMS);
+    this.#confirmTimeoutMs = checkInteger(
+      'confirmTimeoutMs',
+      options.confirmTimeoutMs ?? DEFAULTS.confirmTimeoutMs,
+      1,
+    );
     this.#maxRetained = checkInteger('maxRetained', options.maxRetained ?? DEFAULTS.maxRetained, 1);
     this.#ackWaitMs = checkInteger('ackWaitMs', options.ackWaitMs ?? DEFAULTS.ackWaitMs, 1);
     this.#dropRate = checkFraction('dropRate', options.dropRate ?? DEFAULTS.dropRate);
@@ -147,30 +237,145 @@ export class InProcessTransport implements Transport {
 
   /** Counters since the transport was built. */
   stats(): InProcessTransportStats {
-    return { ...this.#stats };
+    return { ...this.#stats, awaitingSettlement: this.#waiting };
   }
 
   /**
-   * Appends the event to the log and schedules its deliveries; resolves once it is in the log.
-   * Rejects when `beforePublish` throws or the transport is closed.
+   * Appends the event to the log and schedules its deliveries. With `confirm: 'accepted'` it
+   * resolves once the event is in the log; with `'settled'`, once every group settled it (an event
+   * still unsettled from an earlier publish is not queued again: this publish waits on it). Rejects
+   * when `beforePublish` throws, the transport is closed (before the settlement, too), or the
+   * settlement takes longer than `confirmTimeoutMs`.
    */
   async publish(event: OutboxEvent): Promise<void> {
     try {
-      if (this.#closed) throw new Error(`transport '${this.name}' is closed`);
+      if (this.#closed) throw new TransportClosedError(this.name);
       await this.#beforePublish?.(event);
-      if (this.#closed) throw new Error(`transport '${this.name}' is closed`);
+      if (this.#closed) throw new TransportClosedError(this.name);
     } catch (error) {
       this.#stats.failedPublishes++;
       throw error;
     }
-    this.#stats.published++;
     if (this.#dropRate > 0 && this.#random() < this.#dropRate) {
+      this.#stats.published++;
       this.#stats.lost++;
       return;
     }
+    if (this.confirm === 'accepted') {
+      this.#stats.published++;
+      this.#append(event);
+      return;
+    }
+    let unsettled = this.#unsettled.get(event.id);
+    if (unsettled === undefined) {
+      unsettled = { event, groups: [...this.#groups.values()], waiters: [] };
+      this.#unsettled.set(event.id, unsettled);
+      if (unsettled.groups.length === 0) this.#orphans.push(unsettled);
+      this.#append(event);
+    }
+    return this.#waitFor(unsettled);
+  }
+
+  #append(event: OutboxEvent): void {
     this.#log.push(event);
     this.#trim();
     for (const group of this.#groups.values()) this.#schedule(group);
+  }
+
+  /** A publish's promise, settled by {@link #settled}, {@link #expire}, a drop or `close()`. */
+  #waitFor(unsettled: Unsettled): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        unsettled,
+        resolve,
+        reject,
+        deadline: performance.now() + this.#confirmTimeoutMs,
+        done: false,
+      };
+      unsettled.waiters.push(waiter);
+      this.#deadlines.push(waiter);
+      this.#waiting++;
+      if (this.#deadlineTimer === undefined) this.#armDeadline(this.#confirmTimeoutMs);
+    });
+  }
+
+  #armDeadline(delayMs: number): void {
+    this.#deadlineTimer = setTimeout(() => this.#expire(), Math.max(1, delayMs));
+  }
+
+  /** Rejects the publishes whose deadline passed, then waits for the next deadline. */
+  #expire(): void {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    while (this.#deadlineHead < this.#deadlines.length) {
+      const waiter = this.#deadlines[this.#deadlineHead] as Waiter;
+      if (!waiter.done && waiter.deadline > now) break;
+      this.#deadlineHead++;
+      if (waiter.done) continue;
+      const { waiters, groups, event } = waiter.unsettled;
+      waiters.splice(waiters.indexOf(waiter), 1);
+      this.#stats.confirmTimeouts++;
+      const owing =
+        groups.length === 0
+          ? 'no consumer group has subscribed'
+          : `group ${groups.map((g) => `'${g.name}'`).join(', ')} did not settle it`;
+      this.#finish(
+        waiter,
+        new PublishNotConfirmedError(event.id, `${owing} within ${this.#confirmTimeoutMs} ms`),
+      );
+    }
+    if (this.#waiting === 0) return;
+    // Drop the passed prefix now and then, so the queue stays as long as the waiting publishes.
+    if (this.#deadlineHead > 1_024 && this.#deadlineHead * 2 > this.#deadlines.length) {
+      this.#deadlines = this.#deadlines.slice(this.#deadlineHead);
+      this.#deadlineHead = 0;
+    }
+    const next = this.#deadlines[this.#deadlineHead];
+    if (next !== undefined) this.#armDeadline(next.deadline - now);
+  }
+
+  /** Resolves (`error` undefined) or rejects one waiting publish, and counts it. */
+  #finish(waiter: Waiter, error?: unknown): void {
+    waiter.done = true;
+    this.#waiting--;
+    if (error === undefined) {
+      this.#stats.published++;
+      waiter.resolve();
+    } else {
+      this.#stats.failedPublishes++;
+      waiter.reject(error);
+    }
+    if (this.#waiting === 0) {
+      // Nothing waits: no timer keeps the process alive, and the queue starts afresh.
+      if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
+      this.#deadlineTimer = undefined;
+      this.#deadlines = [];
+      this.#deadlineHead = 0;
+    }
+  }
+
+  /** `group` settled `event` (acknowledged it, or has no member for its type). */
+  #settled(group: Group, event: OutboxEvent): void {
+    if (this.#unsettled.size === 0) return;
+    const unsettled = this.#unsettled.get(event.id);
+    if (unsettled === undefined) return;
+    const index = unsettled.groups.indexOf(group);
+    if (index < 0) return;
+    unsettled.groups.splice(index, 1);
+    if (unsettled.groups.length > 0) return;
+    this.#unsettled.delete(event.id);
+    for (const waiter of unsettled.waiters) this.#finish(waiter);
+    unsettled.waiters.length = 0;
+  }
+
+  /** An unsettled event left the log before every group had it: no settlement will come. */
+  #abandon(event: OutboxEvent): void {
+    const unsettled = this.#unsettled.get(event.id);
+    if (unsettled === undefined || unsettled.event !== event) return;
+    this.#unsettled.delete(event.id);
+    const error = new PublishNotConfirmedError(event.id, `dropped from the log beyond maxRetained`);
+    for (const waiter of unsettled.waiters) this.#finish(waiter, error);
+    unsettled.waiters.length = 0;
   }
 
   /**
@@ -179,7 +384,7 @@ export class InProcessTransport implements Transport {
    * for that group.
    */
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
-    if (this.#closed) throw new Error(`transport '${this.name}' is closed`);
+    if (this.#closed) throw new TransportClosedError(this.name);
     if (typeof options?.group !== 'string' || options.group === '') {
       throw new InvalidOptionError(
         'group',
@@ -192,6 +397,9 @@ export class InProcessTransport implements Transport {
     if (group === undefined) {
       group = { name: options.group, members: [], cursor: this.#logStart, ready: [], nextMember: 0 };
       this.#groups.set(options.group, group);
+      // Events published while no group existed are settled by the first one.
+      for (const orphan of this.#orphans) orphan.groups.push(group);
+      this.#orphans = [];
     }
     const member: Member = {
       handler,
@@ -215,11 +423,20 @@ export class InProcessTransport implements Transport {
     };
   }
 
-  /** Stops every timer and subscription; pending deliveries are dropped. */
+  /**
+   * Stops every timer and subscription; pending deliveries are dropped, and publishes waiting for
+   * their settlement reject with `KEEL_OUTBOX_TRANSPORT_CLOSED`.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    const closed = new TransportClosedError(this.name);
+    for (const unsettled of this.#unsettled.values()) {
+      for (const waiter of unsettled.waiters) this.#finish(waiter, closed);
+    }
+    this.#unsettled.clear();
+    this.#orphans = [];
     const active: Promise<void>[] = [];
     for (const group of this.#groups.values()) {
       for (const member of group.members) {
@@ -239,6 +456,10 @@ export class InProcessTransport implements Transport {
     if (end - keepFrom > this.#maxRetained) {
       const newStart = end - this.#maxRetained;
       this.#stats.dropped += newStart - keepFrom;
+      if (this.#unsettled.size > 0) {
+        for (let at = keepFrom; at < newStart; at++)
+          this.#abandon(this.#log[at - this.#logStart] as OutboxEvent);
+      }
       keepFrom = newStart;
       for (const group of this.#groups.values()) group.cursor = Math.max(group.cursor, newStart);
     }
@@ -269,6 +490,7 @@ export class InProcessTransport implements Transport {
       if (accepting.length === 0) {
         if (group.members.length === 0) break; // keep it for a member that joins later
         this.#take(group, next); // no member of this group wants the type
+        this.#settled(group, next.event);
         continue;
       }
       const member = this.#pickMember(group, accepting);
@@ -312,7 +534,8 @@ export class InProcessTransport implements Transport {
       clearTimeout(ackWait);
       this.#timers.delete(ackWait);
       member.unsettled--;
-      if (delayMs !== undefined) this.#redeliver(group, next, delayMs);
+      if (delayMs === undefined) this.#settled(group, next.event);
+      else this.#redeliver(group, next, delayMs);
       this.#schedule(group);
     };
     const ackWait = setTimeout(() => settle(0), this.#ackWaitMs);

@@ -40,7 +40,10 @@ export interface OutboxRelayOptions {
    */
   batchSize?: number;
   /**
-   * Most aggregates published at once within a batch.
+   * Most aggregates published at once within a batch. With a transport that confirms only once the
+   * consumers have settled an event (`inProcessTransport`'s default), a publish lasts as long as the
+   * consumer's transaction, so this is also how many of the batch's events the consumers can be
+   * handling at once.
    * @default 16
    */
   concurrency?: number;
@@ -87,7 +90,9 @@ export interface OutboxRelayOptions {
   telemetry?: OutboxTelemetry;
   /**
    * Called with errors of the store (a claim, a mark or a prune that failed) that the relay
-   * survives by backing off. Publish errors go to `telemetry` instead.
+   * survives by backing off, and with failures of its append wake-up (`store.appended` throwing or
+   * rejecting), which the relay survives by polling. Counted in {@link OutboxRelay.stats}. Publish
+   * errors go to `telemetry` instead.
    * @default ignore
    */
   onError?: (error: unknown) => void;
@@ -96,6 +101,14 @@ export interface OutboxRelayOptions {
    * @default wallClock
    */
   clock?: WallClock;
+}
+
+/** Counters of an {@link OutboxRelay}; see {@link OutboxRelay.stats}. */
+export interface OutboxRelayStats {
+  /** Store errors reported to `onError` (a claim, mark, release or prune that failed). */
+  readonly storeErrors: number;
+  /** Failures of the store's append wake-up reported to `onError`; the relay polls meanwhile. */
+  readonly wakeErrors: number;
 }
 
 /** What one batch did. */
@@ -192,6 +205,8 @@ export class OutboxRelay {
   #woken = false;
   #nudge: (() => void) | undefined;
   #nextPruneAt = 0;
+  #storeErrors = 0;
+  #wakeErrors = 0;
 
   constructor(options: OutboxRelayOptions) {
     const store = options?.store;
@@ -321,6 +336,18 @@ export class OutboxRelay {
       if (count < this.#pruneBatchSize) break;
     }
     return deleted;
+  }
+
+  /**
+   * Errors the relay survived and reported to `onError`, by where they came from: the store's
+   * claims, marks, releases and prunes (`storeErrors`), and its append wake-up (`wakeErrors`: a
+   * rejection or a synchronous throw of `store.appended`, after which the relay polls instead).
+   *
+   * @example
+   * const { storeErrors, wakeErrors } = relay.stats();
+   */
+  stats(): OutboxRelayStats {
+    return { storeErrors: this.#storeErrors, wakeErrors: this.#wakeErrors };
   }
 
   /**
@@ -555,7 +582,18 @@ export class OutboxRelay {
 
   #armWake(signal: AbortSignal): void {
     if (this.#pendingWake !== undefined) return;
-    const wake = this.store.appended(signal).then(
+    let appended: Promise<void>;
+    try {
+      appended = this.store.appended(signal);
+      if (typeof appended?.then !== 'function') {
+        throw new TypeError(`store.appended() returned ${typeof appended}, not a promise`);
+      }
+    } catch (error) {
+      // A store whose hook throws (rather than rejects) must not end the loop: polling carries on.
+      this.#report(error, 'wake');
+      return;
+    }
+    const wake = appended.then(
       () => {
         if (this.#pendingWake !== wake) return;
         this.#pendingWake = undefined;
@@ -566,7 +604,7 @@ export class OutboxRelay {
       (error: unknown) => {
         // Polling carries on; the next sleep asks again.
         if (this.#pendingWake === wake) this.#pendingWake = undefined;
-        this.#report(error);
+        this.#report(error, 'wake');
       },
     );
     this.#pendingWake = wake;
@@ -590,7 +628,9 @@ export class OutboxRelay {
     }
   }
 
-  #report(error: unknown): void {
+  #report(error: unknown, source: 'store' | 'wake' = 'store'): void {
+    if (source === 'wake') this.#wakeErrors++;
+    else this.#storeErrors++;
     if (this.#onError === undefined) return;
     try {
       this.#onError(error);

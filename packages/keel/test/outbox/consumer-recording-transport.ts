@@ -36,7 +36,7 @@ export class RecordingTransport implements Transport {
   readonly #groups = new Map<string, GroupCounts>();
   #published = 0;
 
-  constructor(inner: InProcessTransport = inProcessTransport()) {
+  constructor(inner: InProcessTransport = inProcessTransport({ confirm: 'accepted' })) {
     this.inner = inner;
     this.name = inner.name;
   }

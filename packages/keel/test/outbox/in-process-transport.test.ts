@@ -39,7 +39,7 @@ describe('in-process transport', () => {
   });
 
   it('delivers outside the publish call and redelivers a retry with a higher count', async () => {
-    const transport = inProcessTransport();
+    const transport = inProcessTransport({ confirm: 'accepted' });
     const counts: number[] = [];
     let inPublish = false;
     let deliveredInsidePublish = false;
@@ -59,7 +59,7 @@ describe('in-process transport', () => {
   });
 
   it('keeps at most prefetch deliveries unsettled per member', async () => {
-    const transport = inProcessTransport();
+    const transport = inProcessTransport({ confirm: 'accepted' });
     const held: Delivery[] = [];
     await transport.subscribe({ group: 'g', prefetch: 2 }, async (d) => {
       held.push(d);
@@ -74,7 +74,10 @@ describe('in-process transport', () => {
   });
 
   it('fails publishes through the fault hook and counts them', async () => {
-    const transport = inProcessTransport({ beforePublish: () => Promise.reject(new Error('down')) });
+    const transport = inProcessTransport({
+      confirm: 'accepted',
+      beforePublish: () => Promise.reject(new Error('down')),
+    });
     await expect(transport.publish(event('e'))).rejects.toThrow('down');
     transport.setBeforePublish(undefined);
     await transport.publish(event('e'));

@@ -183,8 +183,56 @@ describe('outbox relay over sqlite and the in-process transport', () => {
     expect(relay.running).toBe(false);
   });
 
+  it.each([
+    [
+      'throws synchronously',
+      () => {
+        throw new Error('wake-up broken');
+      },
+    ],
+    ['returns no promise', () => undefined as unknown as Promise<void>],
+  ])('keeps relaying by polling when the store append wake-up %s, and reports it', async (_, appended) => {
+    const { outbox, transport, received, arrived, append } = setup();
+    await transport.subscribe({ group: 'g' }, async (d) => {
+      received.push(d.event);
+      await d.ack();
+    });
+    const store: OutboxStore = {
+      append: (tx, events) => outbox.append(tx, events),
+      claim: (relayId, limit, leaseMs) => outbox.claim(relayId, limit, leaseMs),
+      markPublished: (relayId, ids) => outbox.markPublished(relayId, ids),
+      release: (relayId, id, error, retryAt) => outbox.release(relayId, id, error, retryAt),
+      unclaim: (relayId, ids) => outbox.unclaim(relayId, ids),
+      find: (filter) => outbox.find(filter),
+      requeue: (ids) => outbox.requeue(ids),
+      prunePublished: (before, limit) => outbox.prunePublished(before, limit),
+      gauges: () => outbox.gauges(),
+      appended,
+    };
+    const errors: unknown[] = [];
+    const relay = outboxRelay({
+      store,
+      transport,
+      pollIntervalMs: 10,
+      onError: (error) => errors.push(error),
+    });
+    relay.start();
+    await append('a', 1);
+    await arrived(1);
+    await append('a', 2);
+    await arrived(2);
+    expect(relay.running).toBe(true);
+    expect(relay.stats().wakeErrors).toBeGreaterThan(0);
+    expect(relay.stats().storeErrors).toBe(0);
+    expect(errors.length).toBe(relay.stats().wakeErrors);
+    expect(String(errors[0])).toMatch(/wake-up broken|not a promise/);
+    await relay.stop();
+    expect(relay.running).toBe(false);
+  });
+
   it('prunes published events past retention', async () => {
     const { outbox, transport, append } = setup();
+    await transport.subscribe({ group: 'g' }, (delivery) => delivery.ack());
     await append('a', 1);
     let now = Date.now();
     const relay = outboxRelay({

@@ -23,7 +23,7 @@ export interface OpenTransport {
  */
 export async function openTransport(broker: BrokerConfig, channel: string): Promise<OpenTransport> {
   if (broker.kind === 'in-process') {
-    const transport = inProcessTransport();
+    const transport = inProcessTransport({ confirm: 'settled' });
     return { transport, close: () => transport.close() };
   }
   if (broker.kind === 'nats') {

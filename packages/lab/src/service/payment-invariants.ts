@@ -23,6 +23,7 @@ import {
   paidOrdersWithoutPayment,
   paymentEventsNotConsumed,
   paymentsWithoutInvoice,
+  replayAlerts,
 } from './payment-alerts.ts';
 import { PAYMENT_COMPLETED } from './payment-events.ts';
 
@@ -34,6 +35,11 @@ export interface PaymentInvariantsOptions {
   readonly chargeLeaseMs: number;
   /** Abandoned orders tolerated before the alert. */
   readonly abandonedLimit: number;
+  /**
+   * The database as `keel replay --db` names it, so the alerts' next step is the exact command.
+   * @default the service's default database
+   */
+  readonly replayDb?: string | undefined;
 }
 
 /** Offending ids carried in an alert; the query in it lists the rest. */
@@ -66,22 +72,24 @@ function paymentsWithoutInvoiceSql(now: string, graceMs: number): string {
  ORDER BY p.created_at LIMIT ${SAMPLE}`;
 }
 
-const publishedPayments = (now: string) => `e.type = '${PAYMENT_COMPLETED}'
-   AND e.published_at IS NOT NULL AND e.published_at >= ${now} - ${FLOW_WINDOW_MS}`;
+// Every event appended in the window counts, sent or not: with a transport that confirms only once
+// the consumer settled the event, a stopped consumer leaves its events unpublished in the outbox.
+const paymentEvents = (now: string) =>
+  `e.type = '${PAYMENT_COMPLETED}' AND e.created_at >= ${now} - ${FLOW_WINDOW_MS}`;
 
 function unconsumedSql(now: string): string {
-  return `SELECT e.id, ${now} - e.published_at AS age_ms, count(*) OVER () AS total
+  return `SELECT e.id, ${now} - e.created_at AS age_ms, count(*) OVER () AS total
   FROM ${OUTBOX_TABLE} e
- WHERE ${publishedPayments(now)}
+ WHERE ${paymentEvents(now)}
    AND NOT EXISTS (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id)
- ORDER BY e.published_at LIMIT ${SAMPLE}`;
+ ORDER BY e.created_at LIMIT ${SAMPLE}`;
 }
 
 function flowCountsSql(now: string): string {
   return `SELECT count(*) AS published, count(i.event_id) AS consumed
   FROM ${OUTBOX_TABLE} e
   LEFT JOIN ${INBOX_TABLE} i ON i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id
- WHERE ${publishedPayments(now)}`;
+ WHERE ${paymentEvents(now)}`;
 }
 
 function abandonedSql(now: string, leaseMs: number): string {
@@ -110,7 +118,7 @@ function counts(driver: DatabaseDriver, sql: string): () => Promise<{ published:
 }
 
 /**
- * Counts the `payment.completed` events published more than `olderThanMs` ago that the invoices
+ * Counts the `payment.completed` events appended more than `olderThanMs` ago that the invoices
  * group has not consumed: the work the invoice consumer's heartbeat expects it to be doing.
  *
  * @example
@@ -121,7 +129,7 @@ export function paymentEventBacklog(driver: DatabaseDriver): (olderThanMs: numbe
   const now = NOW_MS[driver.dialect];
   const sql = `SELECT count(*) AS waiting
   FROM ${OUTBOX_TABLE} e
- WHERE ${publishedPayments(now)} AND e.published_at < ${now} - ?
+ WHERE ${paymentEvents(now)} AND e.created_at < ${now} - ?
    AND NOT EXISTS (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id)`;
   return async (olderThanMs) => {
     const row = (
@@ -153,6 +161,10 @@ export function paymentInvariants(options: PaymentInvariantsOptions): Invariant[
   const readUnconsumed = finding(driver, flowSql);
   const stuckSql = abandonedSql(now, options.chargeLeaseMs);
   const readStuck = finding(driver, stuckSql);
+  const replay =
+    options.replayDb === undefined
+      ? { paymentsWithoutInvoice, paymentEventsNotConsumed }
+      : replayAlerts(options.replayDb);
 
   return [
     dataCheck({
@@ -165,14 +177,14 @@ export function paymentInvariants(options: PaymentInvariantsOptions): Invariant[
       name: 'payments_without_invoice',
       sql: invoiceSql,
       query: finding(driver, invoiceSql),
-      alert: paymentsWithoutInvoice,
+      alert: replay.paymentsWithoutInvoice,
     }),
     flowCheck({
       name: 'payment_events_consumed',
       sql: flowSql,
       maxAgeMs: options.invoiceGraceMs,
       query: async () => ({ ...(await readCounts()), ...(await readUnconsumed()) }),
-      alert: paymentEventsNotConsumed,
+      alert: replay.paymentEventsNotConsumed,
     }),
     // A threshold that names its orders: below the limit it reports nothing, above it every id.
     dataCheck({
