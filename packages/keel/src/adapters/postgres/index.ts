@@ -7,6 +7,7 @@
  *
  * @module
  */
+export * from './checkpoint-store.ts';
 export * from './idempotency-store.ts';
 export * from './inbox-store.ts';
 export * from './outbox-store.ts';
