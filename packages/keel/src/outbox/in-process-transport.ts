@@ -154,6 +154,9 @@ interface Waiter {
   done: boolean;
 }
 
+/** Dropped log slots beyond which the log array is compacted (when they are also its larger part). */
+const LOG_COMPACT_AFTER = 1_024;
+
 const CONFIRMS: readonly InProcessConfirm[] = ['accepted', 'settled'];
 
 const DEFAULTS = Object.freeze({
@@ -183,8 +186,13 @@ export class InProcessTransport implements Transport {
   readonly #dropRate: number;
   readonly #random: () => number;
   #beforePublish: ((event: OutboxEvent) => void | Promise<void>) | undefined;
-  /** Retained events; `#log[0]` is at absolute position `#logStart`. */
-  #log: OutboxEvent[] = [];
+  /**
+   * Retained events from `#log[#logHead]`, which is at absolute position `#logStart`. Trimming moves
+   * the head instead of copying what is left, and the array is compacted only once the dropped
+   * prefix outweighs the rest, so a publish costs O(1) however far behind a group is.
+   */
+  #log: Array<OutboxEvent | undefined> = [];
+  #logHead = 0;
   #logStart = 0;
   readonly #groups = new Map<string, Group>();
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
@@ -450,23 +458,39 @@ export class InProcessTransport implements Transport {
 
   /** Drops log entries every group has taken, and the oldest beyond `maxRetained`. */
   #trim(): void {
-    const end = this.#logStart + this.#log.length;
+    const end = this.#logStart + this.#log.length - this.#logHead;
     let keepFrom = this.#groups.size === 0 ? this.#logStart : end;
     for (const group of this.#groups.values()) keepFrom = Math.min(keepFrom, group.cursor);
     if (end - keepFrom > this.#maxRetained) {
       const newStart = end - this.#maxRetained;
       this.#stats.dropped += newStart - keepFrom;
       if (this.#unsettled.size > 0) {
-        for (let at = keepFrom; at < newStart; at++)
-          this.#abandon(this.#log[at - this.#logStart] as OutboxEvent);
+        for (let at = keepFrom; at < newStart; at++) this.#abandon(this.#eventAt(at) as OutboxEvent);
       }
       keepFrom = newStart;
       for (const group of this.#groups.values()) group.cursor = Math.max(group.cursor, newStart);
     }
     if (keepFrom > this.#logStart) {
-      this.#log = this.#log.slice(keepFrom - this.#logStart);
+      const head = this.#logHead + (keepFrom - this.#logStart);
       this.#logStart = keepFrom;
+      if (head === this.#log.length) {
+        // Every group has taken everything: the array starts afresh without a new allocation.
+        this.#log.length = 0;
+        this.#logHead = 0;
+      } else if (head >= LOG_COMPACT_AFTER && head * 2 >= this.#log.length) {
+        this.#log = this.#log.slice(head);
+        this.#logHead = 0;
+      } else {
+        // Dropped events are released now, not at the next compaction.
+        this.#log.fill(undefined, this.#logHead, head);
+        this.#logHead = head;
+      }
     }
+  }
+
+  /** The retained event at absolute position `at`, if any. */
+  #eventAt(at: number): OutboxEvent | undefined {
+    return at < this.#logStart ? undefined : this.#log[this.#logHead + (at - this.#logStart)];
   }
 
   /** Pumps `group` on a later turn: deliveries never run inside publish or subscribe. */
@@ -504,7 +528,7 @@ export class InProcessTransport implements Transport {
   #peek(group: Group): (Redelivery & { fromLog: boolean }) | undefined {
     const redelivery = group.ready[0];
     if (redelivery !== undefined) return { ...redelivery, fromLog: false };
-    const event = this.#log[group.cursor - this.#logStart];
+    const event = this.#eventAt(group.cursor);
     return event === undefined ? undefined : { event, deliveryCount: 1, fromLog: true };
   }
 

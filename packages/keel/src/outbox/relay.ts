@@ -5,8 +5,8 @@
  * publish (so nothing overtakes it), and marks the batch published in one write. A failed event
  * comes back after an exponential, jittered back-off; a batch in which every publish failed pauses
  * the whole relay the same way, so a broker that is down is not hammered and the events simply wait
- * in the table until it returns. While a full batch is being published the next one is claimed and
- * published beside it (its events are leased, so that claim skips their aggregates), so the store's
+ * in the table until it returns. While a full batch is being published, or appends keep coming, the
+ * next one is claimed and published beside it (its events are leased, so that claim skips their aggregates), so the store's
  * round trips overlap the broker's. Once a batch comes back short the relay sleeps until the store
  * reports an append (`NOTIFY`, a same-process commit) or the poll interval passes, and it prunes
  * old published events.
@@ -458,19 +458,20 @@ export class OutboxRelay {
    * Runs batches until `stop()`. While a full batch is being published the next one is already
    * claimed and starts publishing, so the store's round trips overlap the broker's: the claim
    * skips every aggregate the batch in flight holds (its events are leased), so per-aggregate
-   * order holds. At most two batches are in flight; a short batch ends the pipeline, and the relay
-   * sleeps once it has settled.
+   * order holds. A short batch keeps the pipeline going while appends are reported (and once more
+   * after a batch that overlapped a claim, for the events it held back); otherwise it ends it. At
+   * most two batches are in flight, and the relay sleeps once the last has settled.
    */
   async #loop(): Promise<void> {
     const signal = this.#lifetime.signal;
     let storeFailures = 0;
     let brokerFailures = 0;
     let inFlight: Promise<RelayBatchResult> | undefined;
-    /** Settles the batch in flight: the pause it calls for (0: none) and whether it was full. */
-    const settle = async (): Promise<{ pauseMs: number; full: boolean }> => {
+    /** Settles the batch in flight: the pause it calls for (0: none), and how many it claimed. */
+    const settle = async (): Promise<{ pauseMs: number; full: boolean; claimed: number }> => {
       const batch = inFlight;
       inFlight = undefined;
-      if (batch === undefined) return { pauseMs: 0, full: false };
+      if (batch === undefined) return { pauseMs: 0, full: false, claimed: 0 };
       let result: RelayBatchResult;
       try {
         result = await batch;
@@ -478,15 +479,15 @@ export class OutboxRelay {
       } catch (error) {
         this.#report(error);
         storeFailures++;
-        return { pauseMs: this.#delay(storeFailures), full: false };
+        return { pauseMs: this.#delay(storeFailures), full: false, claimed: 0 };
       }
       if (result.failed > 0 && result.published === 0) {
         // The broker refused everything: pause as a whole, not only per event.
         brokerFailures++;
-        return { pauseMs: this.#delay(brokerFailures), full: false };
+        return { pauseMs: this.#delay(brokerFailures), full: false, claimed: result.claimed };
       }
       if (result.published > 0) brokerFailures = 0;
-      return { pauseMs: 0, full: result.claimed === this.#batchSize };
+      return { pauseMs: 0, full: result.claimed === this.#batchSize, claimed: result.claimed };
     };
     while (!signal.aborted) {
       await this.#pruneIfDue();
@@ -520,13 +521,21 @@ export class OutboxRelay {
         continue;
       }
       if (claimed.length === this.#batchSize) continue;
+      // Appends committed since this claim looked: claim them now, beside this batch, rather than
+      // after its publishes and mark, so under a steady stream the store's round trips keep
+      // overlapping the broker's and an event waits for at most one batch ahead of it.
+      if (claimed.length > 0 && this.#woken) {
+        this.#woken = false;
+        continue;
+      }
+      // A batch that was in flight during this claim held its aggregates' later events back from it.
+      if (previous.claimed > 0) continue;
       const current = await settle();
       if (current.pauseMs > 0) {
         await this.#sleep(current.pauseMs, false);
         continue;
       }
-      // A full batch that settled meanwhile may have held back its aggregates' next events.
-      if (previous.full || current.full) continue;
+      if (current.full) continue;
       await this.#sleep(this.#pollIntervalMs, true);
     }
     await settle();

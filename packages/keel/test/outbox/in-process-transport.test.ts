@@ -18,6 +18,40 @@ const until = (check: () => boolean) =>
   });
 
 describe('in-process transport', () => {
+  it('keeps every event in order for a group far behind, past log compactions and maxRetained', async () => {
+    const transport = inProcessTransport({ confirm: 'accepted', maxRetained: 3_000 });
+    const fast: string[] = [];
+    await transport.subscribe({ group: 'fast' }, async (d) => {
+      fast.push(d.event.id);
+      await d.ack();
+    });
+    // A group that stops taking events holds the log back while the fast one keeps trimming it.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow: string[] = [];
+    await transport.subscribe({ group: 'slow', prefetch: 1 }, async (d) => {
+      await gate;
+      slow.push(d.event.id);
+      await d.ack();
+    });
+    for (let i = 0; i < 5_000; i++) {
+      await transport.publish(event(`e${i}`));
+      // A turn of the event loop per publish, so the fast group keeps up as a live consumer would.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await until(() => fast.length === 5_000);
+    release();
+    await until(() => slow.length === 3_001);
+    // The first delivery was in the slow handler already; the next ones are the newest 3,000.
+    expect(slow[0]).toBe('e0');
+    expect(slow.slice(1)).toEqual(Array.from({ length: 3_000 }, (_, i) => `e${i + 2_000}`));
+    expect(fast).toEqual(Array.from({ length: 5_000 }, (_, i) => `e${i}`));
+    expect(transport.stats().dropped).toBe(1_999);
+    await transport.close();
+  });
+
   it('gives every group every event, and each event to one member of a group', async () => {
     const transport = inProcessTransport();
     const seen: string[] = [];

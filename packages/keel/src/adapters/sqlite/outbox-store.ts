@@ -2,7 +2,7 @@
  * The transactional outbox in SQLite: events are rows written through the caller's handle inside
  * their `BEGIN`, so they commit or roll back with the state change, and a relay claims them in
  * append order with a lease. SQLite has one writer at a time, so a claim reads its batch and leases it
- * in one `BEGIN IMMEDIATE` transaction, under the write lock; one relay per database file is the
+ * in one statement (`UPDATE … RETURNING`), under the write lock; one relay per database file is the
  * intended set-up, and claims stay correct with more. Every write of the relay finds rows by `seq`
  * (the rowid), and the table carries only the indexes a claim, `find` and the prune read, because each
  * one is written again by every append and every publish.
@@ -23,6 +23,7 @@ import type {
   StoredOutboxEvent,
 } from '../../outbox/outbox-store.ts';
 import {
+  byAppendOrder,
   checkClaim,
   checkIds,
   checkOutboxFilter,
@@ -111,7 +112,6 @@ DROP INDEX IF EXISTS "${table}_published_idx";
 
 type StatementName =
   | 'claim'
-  | 'lease'
   | 'markPublished'
   | 'markPublishedBySeq'
   | 'release'
@@ -139,7 +139,7 @@ function transactionOpen(handle: object): boolean | undefined {
  * - **Append.** `append(db, events)` between your `BEGIN` and `COMMIT` writes the events with your
  *   state change; a handle outside a transaction is refused with {@link OutboxTransactionError}.
  *   Invalid events throw before anything is written.
- * - **Claim.** One transaction picks unpublished events oldest first, skipping any that is leased
+ * - **Claim.** One statement picks unpublished events oldest first, skipping any that is leased
  *   or waiting for its retry time and any whose aggregate has such an earlier event, and leases
  *   them. `markPublished` finds the rows this store claimed by `seq`. While the store's own handle
  *   is inside a transaction, claims return nothing, so a relay never publishes events an open
@@ -201,16 +201,20 @@ export class SqliteOutboxStore implements OutboxStore {
       // An event qualifies when no unpublished event of its aggregate up to and including itself is
       // leased or waiting for its retry time; taking the first `limit` of those in append order then
       // never takes an event without every earlier unpublished event of its aggregate.
-      claim: `SELECT ${OUTBOX_CLAIM_COLUMNS} FROM ${t} e
-        WHERE e.published_at IS NULL
-          AND e.available_at <= ?1 AND (e.claimed_until IS NULL OR e.claimed_until <= ?1)
-          AND NOT EXISTS (
-            SELECT 1 FROM ${t} d INDEXED BY "${this.table}_pending_aggregate_idx"
-            WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
-              AND d.published_at IS NULL AND d.seq < e.seq
-              AND (d.available_at > ?1 OR d.claimed_until > ?1))
-        ORDER BY e.seq LIMIT ?2`,
-      lease: `UPDATE ${t} SET claimed_by = ?, claimed_until = ? WHERE seq IN (SELECT value FROM json_each(?))`,
+      // One statement reads and leases the batch, so it runs under the write lock from its first
+      // read: no other connection can claim in between. Its subquery is evaluated before any row
+      // changes, and `RETURNING` promises no order, so the rows are sorted by `seq` afterwards.
+      claim: `UPDATE ${t} SET claimed_by = ?3, claimed_until = ?4 WHERE seq IN (
+          SELECT e.seq FROM ${t} e
+          WHERE e.published_at IS NULL
+            AND e.available_at <= ?1 AND (e.claimed_until IS NULL OR e.claimed_until <= ?1)
+            AND NOT EXISTS (
+              SELECT 1 FROM ${t} d INDEXED BY "${this.table}_pending_aggregate_idx"
+              WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
+                AND d.published_at IS NULL AND d.seq < e.seq
+                AND (d.available_at > ?1 OR d.claimed_until > ?1))
+          ORDER BY e.seq LIMIT ?2)
+        RETURNING ${OUTBOX_CLAIM_COLUMNS}`,
       markPublished: `UPDATE ${t} SET published_at = ?, claimed_by = NULL, claimed_until = NULL
         WHERE claimed_by = ? AND published_at IS NULL AND id IN (SELECT value FROM json_each(?))`,
       // The rowid finds a row without a probe of the id index: half the cost of a mark by id.
@@ -356,24 +360,15 @@ export class SqliteOutboxStore implements OutboxStore {
     // On a handle inside someone's transaction the claim would see rows that may still roll back.
     if (transactionOpen(this.db) === true) return [];
     const now = this.#clock.now();
-    // Reading and leasing in one write transaction: no other connection can claim in between.
-    this.db.exec('BEGIN IMMEDIATE');
-    let rows: OutboxRow[];
-    try {
-      rows = this.#statement('claim').all(now, limit) as OutboxRow[];
-      if (rows.length > 0) {
-        const seqs: number[] = [];
-        for (const row of rows) seqs.push(Number(row.seq));
-        this.#statement('lease').run(relayId, now + leaseMs, JSON.stringify(seqs));
-        for (let i = 0; i < rows.length; i++)
-          this.#claimedSeqs.set((rows[i] as OutboxRow).id, seqs[i] as number);
-      }
-      this.db.exec('COMMIT');
-    } catch (error) {
-      if (transactionOpen(this.db) !== false) this.db.exec('ROLLBACK');
-      throw error;
+    const rows = this.#statement('claim').all(now, limit, relayId, now + leaseMs) as OutboxRow[];
+    if (rows.length > 1) rows.sort(byAppendOrder);
+    const claimed: ClaimedOutboxEvent[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i] as OutboxRow;
+      this.#claimedSeqs.set(row.id, Number(row.seq));
+      claimed[i] = claimedFromRow(row);
     }
-    return rows.map(claimedFromRow);
+    return claimed;
   }
 
   async markPublished(relayId: string, ids: readonly string[]): Promise<void> {
