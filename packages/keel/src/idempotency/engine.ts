@@ -10,7 +10,9 @@
  * @module
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidOptionError } from '../errors/keel-error.ts';
+import { remainingMs } from '../policy/deadline.ts';
 import { checkFunction, checkInteger, checkOneOf } from '../policy/options.ts';
 import {
   IdempotencyKeyInFlightError,
@@ -61,6 +63,20 @@ export interface IdempotencyOptions {
    */
   leaseMs?: number;
   /**
+   * How long a request whose key is in flight waits for the holder before it is refused with a 409:
+   * meanwhile it looks at the record every `inFlightPollMs`, replays the holder's response as soon
+   * as it is stored, and takes the key over as soon as the holder's lease runs out (a worker that
+   * crashed). A client's retry after a lost connection thus gets the first result instead of a 409
+   * it would have to retry past the lease. The request's deadline, when there is one, shortens it.
+   * @default 0 (refuse at once)
+   */
+  inFlightWaitMs?: number;
+  /**
+   * Time between two looks at an in-flight record while waiting (see `inFlightWaitMs`).
+   * @default 50
+   */
+  inFlightPollMs?: number;
+  /**
    * How long a finished key replays its response.
    * @default 86_400_000 (24 h)
    */
@@ -93,6 +109,8 @@ const DEFAULTS = Object.freeze({
   mode: 'replay' as const,
   required: true,
   leaseMs: 30_000,
+  inFlightWaitMs: 0,
+  inFlightPollMs: 50,
   retentionMs: 86_400_000,
   shouldStore: (status: number) => status >= 200 && status < 500,
   replayHeaders: Object.freeze(['content-type', 'location', 'content-language', 'cache-control']),
@@ -129,6 +147,8 @@ export class IdempotencyEngine {
   readonly mode: 'replay' | 'latest-wins';
   readonly required: boolean;
   readonly leaseMs: number;
+  readonly inFlightWaitMs: number;
+  readonly inFlightPollMs: number;
   readonly retentionMs: number;
   readonly header: string;
   readonly clock: WallClock;
@@ -147,6 +167,16 @@ export class IdempotencyEngine {
     this.mode = checkOneOf('mode', options.mode ?? DEFAULTS.mode, ['replay', 'latest-wins']);
     this.required = options.required ?? DEFAULTS.required;
     this.leaseMs = checkInteger('leaseMs', options.leaseMs ?? DEFAULTS.leaseMs, 10);
+    this.inFlightWaitMs = checkInteger(
+      'inFlightWaitMs',
+      options.inFlightWaitMs ?? DEFAULTS.inFlightWaitMs,
+      0,
+    );
+    this.inFlightPollMs = checkInteger(
+      'inFlightPollMs',
+      options.inFlightPollMs ?? DEFAULTS.inFlightPollMs,
+      1,
+    );
     this.retentionMs = checkInteger('retentionMs', options.retentionMs ?? DEFAULTS.retentionMs, 1);
     if (this.retentionMs < this.leaseMs) {
       throw new InvalidOptionError('retentionMs', `must be at least leaseMs (${this.leaseMs})`);
@@ -230,7 +260,11 @@ export class IdempotencyEngine {
     if (await this.store.insertIfAbsent(first)) {
       return { kind: 'execute', lease: new IdempotencyLease(this, first, false, request.key) };
     }
-    for (let round = 0; round < 5; round++) {
+    // Waiting for an in-flight holder is timed on the monotonic clock, not `this.clock`: leases are
+    // compared on the wall clock, but the wait must end even when a test's clock stands still.
+    let waitUntil: number | undefined;
+    let lostRaces = 0;
+    while (lostRaces < 5) {
       const now = this.clock.now();
       const existing = await this.store.get(key);
       if (existing === undefined || existing.expiresAt <= now) {
@@ -240,6 +274,7 @@ export class IdempotencyEngine {
             ? await this.store.insertIfAbsent(fresh)
             : await this.store.replace(existing.token, fresh);
         if (won) return { kind: 'execute', lease: new IdempotencyLease(this, fresh, false, request.key) };
+        lostRaces++;
         continue;
       }
       if (this.mode === 'latest-wins' && sequence !== null && existing.sequence !== null) {
@@ -249,6 +284,7 @@ export class IdempotencyEngine {
           if (await this.store.replace(existing.token, fresh)) {
             return { kind: 'execute', lease: new IdempotencyLease(this, fresh, false, request.key) };
           }
+          lostRaces++;
           continue;
         }
       }
@@ -257,7 +293,14 @@ export class IdempotencyEngine {
         return { kind: 'replay', response: existing.response };
       }
       if (existing.leaseUntil > now) {
-        throw new IdempotencyKeyInFlightError(Math.max(1, Math.ceil((existing.leaseUntil - now) / 1000)));
+        waitUntil ??= performance.now() + Math.min(this.inFlightWaitMs, remainingMs());
+        const left = waitUntil - performance.now();
+        if (left <= 0) {
+          throw new IdempotencyKeyInFlightError(Math.max(1, Math.ceil((existing.leaseUntil - now) / 1000)));
+        }
+        // Look again when the holder may have finished, or right after its lease ends.
+        await sleep(Math.max(1, Math.min(left, this.inFlightPollMs, existing.leaseUntil - now + 1)));
+        continue;
       }
       // The holder's lease ran out (it crashed or stalled): take over and resume where it stopped.
       const takeover: IdempotencyRecord = {
@@ -269,6 +312,7 @@ export class IdempotencyEngine {
       if (await this.store.replace(existing.token, takeover)) {
         return { kind: 'execute', lease: new IdempotencyLease(this, takeover, true, request.key) };
       }
+      lostRaces++;
     }
     throw new IdempotencyKeyInFlightError(1);
   }
