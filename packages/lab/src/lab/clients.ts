@@ -5,19 +5,37 @@
  * times at once (a double click, a retry racing its original, two tabs) — across service instances.
  * One logical charge carries one `Idempotency-Key`, reused by every retry and every copy. The key is
  * sent in naive runs too: the requests are the same, and only the service decides to ignore it.
+ * Logins and reports are logical calls too, repeated as they are by the same habits.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { checkFunction, checkInteger } from 'keel';
-import type { OutcomeKind, TimeBuckets } from './time-buckets.ts';
+import type { OutcomeKind } from './time-buckets.ts';
+
+/** Anything a behaviour sends: it names the instance its first request goes to. */
+export interface Routed {
+  /** Instance the first request goes to; each retry moves on to the next one. */
+  readonly instance: number;
+}
 
 /** One logical charge: an order, the key all its requests carry, and who asks. */
-export interface LogicalCharge {
+export interface LogicalCharge extends Routed {
   readonly orderId: string;
   readonly idempotencyKey: string;
   /** `Bearer …` of the order's owner. */
   readonly authorization: string;
-  /** Instance the first request goes to; each retry moves on to the next one. */
-  readonly instance: number;
+}
+
+/**
+ * One logical request that is not a charge — a login, a report — as the client repeats it on
+ * every attempt. It carries no idempotency key: those routes read, or are safe to repeat.
+ */
+export interface LogicalCall extends Routed {
+  readonly method: 'GET' | 'POST';
+  /** Path and query, e.g. `/reports/sales?limit=20`. */
+  readonly path: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Sent as JSON when given. */
+  readonly body?: unknown;
 }
 
 /** What one HTTP request of a charge came to. */
@@ -29,12 +47,20 @@ export interface AttemptResult {
   readonly retryable: boolean;
 }
 
-/** Sends single charge requests; a behaviour decides when and where to send them. */
-export interface ChargeSender {
+/** Sends single requests of one kind of logical call; a behaviour decides when and where. */
+export interface RequestSender<C extends Routed> {
   /** Number of service instances requests can go to. */
   readonly instances: number;
   /** One request to instance `instance` (taken modulo `instances`). */
-  send(charge: LogicalCharge, instance: number): Promise<AttemptResult>;
+  send(call: C, instance: number): Promise<AttemptResult>;
+}
+
+/** Sends single charge requests; a behaviour decides when and where to send them. */
+export type ChargeSender = RequestSender<LogicalCharge>;
+
+/** Where each request's latency and outcome go: a {@link TimeBuckets}, or several at once. */
+export interface RequestRecorder {
+  record(startedAtMs: number, finishedAtMs: number, kind: OutcomeKind): void;
 }
 
 /** How a logical charge ended, for the client: acknowledged (a 2xx), refused, or unknown. */
@@ -46,8 +72,11 @@ export interface LogicalOutcome {
   readonly status?: number;
 }
 
-/** A client's habit: turns one logical charge into requests. */
-export type ClientBehaviour = (charge: LogicalCharge, sender: ChargeSender) => Promise<LogicalOutcome>;
+/** A client's habit: turns one logical charge (or another logical call) into requests. */
+export type ClientBehaviour<C extends Routed = LogicalCharge> = (
+  call: C,
+  sender: RequestSender<C>,
+) => Promise<LogicalOutcome>;
 
 export interface HttpChargeSenderOptions {
   /** Base URLs of the service instances. */
@@ -55,7 +84,7 @@ export interface HttpChargeSenderOptions {
   /** The client's own timeout per request, in ms. */
   timeoutMs: number;
   /** Where each request's latency and outcome go. */
-  buckets: TimeBuckets;
+  buckets: RequestRecorder;
 }
 
 const ALREADY_PAID = 'order-already-paid';
@@ -68,25 +97,58 @@ const ALREADY_PAID = 'order-already-paid';
  * await retryWithBackoff()(charge, sender);
  */
 export function httpChargeSender(options: HttpChargeSenderOptions): ChargeSender {
+  const timed = timedFetch(options);
+  return {
+    instances: timed.instances,
+    send: (charge, instance) =>
+      timed.send(instance, `/orders/${charge.orderId}/charge`, {
+        method: 'POST',
+        headers: { authorization: charge.authorization, 'idempotency-key': charge.idempotencyKey },
+      }),
+  };
+}
+
+/**
+ * Sends a {@link LogicalCall} (a login, a report) with `fetch`, bounded by `AbortSignal.timeout`,
+ * and judges its answer as a charge's: 2xx ok; 5xx and 429 worth trying again; no answer unknown.
+ *
+ * @example
+ * const sender = httpCallSender({ urls, timeoutMs: 1_000, buckets });
+ * await timeoutThenRetryImmediately<LogicalCall>()({ method: 'POST', path: '/login', body, instance: 0 }, sender);
+ */
+export function httpCallSender(options: HttpChargeSenderOptions): RequestSender<LogicalCall> {
+  const timed = timedFetch(options);
+  return {
+    instances: timed.instances,
+    send: (call, instance) =>
+      timed.send(instance, call.path, {
+        method: call.method,
+        headers: {
+          ...call.headers,
+          ...(call.body !== undefined && { 'content-type': 'application/json' }),
+        },
+        ...(call.body !== undefined && { body: JSON.stringify(call.body) }),
+      }),
+  };
+}
+
+/** One request to one instance, timed and recorded whatever its end. */
+function timedFetch(options: HttpChargeSenderOptions) {
   const timeoutMs = checkInteger('timeoutMs', options.timeoutMs);
   checkInteger('urls.length', options.urls.length);
   const urls = [...options.urls];
   return {
     instances: urls.length,
-    async send(charge, instance) {
+    async send(instance: number, path: string, init: RequestInit): Promise<AttemptResult> {
       const url = urls[instance % urls.length] as string;
       const started = performance.now();
       let result: AttemptResult;
       try {
-        const response = await fetch(`${url}/orders/${charge.orderId}/charge`, {
-          method: 'POST',
-          headers: { authorization: charge.authorization, 'idempotency-key': charge.idempotencyKey },
-          signal: AbortSignal.timeout(timeoutMs),
-        });
+        const response = await fetch(`${url}${path}`, { ...init, signal: AbortSignal.timeout(timeoutMs) });
         const body = await response.text();
         result = classify(response.status, body);
       } catch {
-        // Timed out or cut off: the charge may or may not have happened.
+        // Timed out or cut off: the request may or may not have done its work.
         result = { kind: 'unknown', retryable: true };
       }
       options.buckets.record(started, performance.now(), result.kind);
@@ -115,9 +177,9 @@ export interface BackoffOptions extends RetryOptions {
   random?: () => number;
 }
 
-async function retrying(
-  charge: LogicalCharge,
-  sender: ChargeSender,
+async function retrying<C extends Routed>(
+  call: C,
+  sender: RequestSender<C>,
   attempts: number,
   pause: (retry: number) => Promise<void>,
 ): Promise<LogicalOutcome> {
@@ -125,7 +187,7 @@ async function retrying(
   let sent = 0;
   while (sent < attempts) {
     if (sent > 0) await pause(sent);
-    last = await sender.send(charge, charge.instance + sent);
+    last = await sender.send(call, call.instance + sent);
     sent++;
     if (!last.retryable) break;
   }
@@ -133,15 +195,19 @@ async function retrying(
 }
 
 /**
- * Times out and retries at once, to the next instance, with the same key.
+ * Times out and retries at once, to the next instance, with the same key — or, for a login or a
+ * report, the same request.
  *
  * @example
  * const client = timeoutThenRetryImmediately({ attempts: 3 });
  * const outcome = await client(charge, sender);
+ * const login = timeoutThenRetryImmediately<LogicalCall>({ attempts: 2 });
  */
-export function timeoutThenRetryImmediately(options: RetryOptions = {}): ClientBehaviour {
+export function timeoutThenRetryImmediately<C extends Routed = LogicalCharge>(
+  options: RetryOptions = {},
+): ClientBehaviour<C> {
   const attempts = checkInteger('attempts', options.attempts ?? 4);
-  return (charge, sender) => retrying(charge, sender, attempts, async () => undefined);
+  return (call, sender) => retrying(call, sender, attempts, async () => undefined);
 }
 
 /**

@@ -13,13 +13,17 @@ import { UnknownScenarioError } from './lab-errors.ts';
 import { labProgress } from './progress.ts';
 import { renderHtmlReport } from './report/html-report.ts';
 import { type HeadlineFigure, runScenario, type Scenario, type ScenarioResult } from './scenario.ts';
+import { cascadeScenario } from './scenarios/cascade.ts';
 import { duplicatesScenario } from './scenarios/duplicates.ts';
 import { partialScenario } from './scenarios/partial.ts';
+import { silentScenario } from './scenarios/silent.ts';
 
 /** The scenarios the lab has, by name, in the order a full run plays them. */
 export const LAB_SCENARIOS: Readonly<Record<string, Scenario<object>>> = Object.freeze({
+  cascade: cascadeScenario,
   partial: partialScenario,
   duplicates: duplicatesScenario,
+  silent: silentScenario,
 });
 
 export interface RunLabOptions {

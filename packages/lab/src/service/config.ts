@@ -80,6 +80,11 @@ export interface ServiceConfig {
   readonly reportIntervalMs: number;
   /** How often the invoice consumer checks in with its heartbeat, in ms. */
   readonly consumerHeartbeatMs: number;
+  /**
+   * Serve the lab's fault routes (`/lab/faults`, `/lab/alerts`) and put the event transport behind
+   * the lab's fault switch. Off, those routes answer 404 and events pass untouched.
+   */
+  readonly lab: boolean;
 }
 
 /** What a caller may give; everything not given takes its default. */
@@ -112,6 +117,7 @@ export interface ServiceConfigInput {
   completerIntervalMs?: number;
   reportIntervalMs?: number;
   consumerHeartbeatMs?: number;
+  lab?: boolean;
 }
 
 /** A setting was missing or out of range; `setting` names it. */
@@ -149,6 +155,7 @@ const DEFAULTS = Object.freeze({
   completerIntervalMs: 15_000,
   reportIntervalMs: 3_600_000,
   consumerHeartbeatMs: 60_000,
+  lab: false,
 });
 
 const DAY_MS = 86_400_000;
@@ -291,6 +298,7 @@ export function serviceConfig(input: ServiceConfigInput): ServiceConfig {
       10,
       DAY_MS,
     ),
+    lab: input.lab ?? DEFAULTS.lab,
   });
 }
 
@@ -319,8 +327,14 @@ const STRING_FLAGS: Readonly<Record<string, keyof ServiceConfigInput>> = {
   '--host': 'host',
 };
 
+/** Flags that take no value: each turns a setting on. */
+const BOOLEAN_FLAGS: Readonly<Record<string, keyof ServiceConfigInput>> = {
+  '--log': 'logger',
+  '--lab': 'lab',
+};
+
 /**
- * Reads `--mode naive --db x.db --provider-a http://… --rows 1000 …` into a config.
+ * Reads `--mode naive --db x.db --provider-a http://… --rows 1000 --lab …` into a config.
  *
  * @example
  * const config = configFromArgs(process.argv.slice(2));
@@ -329,8 +343,9 @@ export function configFromArgs(args: readonly string[]): ServiceConfig {
   const input: Record<string, string | number | boolean> = {};
   for (let i = 0; i < args.length; i++) {
     const flag = args[i] as string;
-    if (flag === '--log') {
-      input.logger = true;
+    const switched = BOOLEAN_FLAGS[flag];
+    if (switched !== undefined) {
+      input[switched] = true;
       continue;
     }
     const value = args[i + 1];

@@ -16,6 +16,7 @@ import { runPhases, type StoredResponse } from 'keel/idempotency';
 import { bindEntity } from 'keel/observe';
 import type { ChargeInput, ChargeStrategy } from './charge-strategy.ts';
 import { paymentResponse } from './charge-strategy.ts';
+import { pinnedIn } from './charge-targets.ts';
 import type { Database, SqlTransaction } from './database.ts';
 import {
   ChargeInProgressError,
@@ -86,10 +87,13 @@ export function guardedCharge(options: GuardedChargeOptions): ChargeStrategy {
       const lease = idempotencyLease(request);
       if (lease === undefined) throw new Error('the guarded charge runs under the idempotency plugin');
       bindEntity({ orderId });
-      const order = await findOrder(db.reader('api'), userId, orderId);
-      // A retry of our own attempt resumes it; anyone else finds the order taken.
-      if (!lease.resumed && order.status !== 'pending') refuse(order);
-      metrics.chargesAttempted.inc({});
+      // A retry of our own attempt resumes it from its recovery points; a new attempt reads the order
+      // in its own transaction, where anyone else finds it taken. (No read before it: on a busy pool
+      // each connection taken is a wait, and the transaction must read the order again anyway.)
+      if (Object.hasOwn(lease.phases, 'attempt')) metrics.chargesAttempted.inc({});
+      // Where the provider key is pinned, when this request's own `attempt` read it (`null`: nowhere);
+      // a resumed charge leaves it to the routing to read.
+      let pinnedTo: string | null | undefined;
       try {
         return await runPhases(
           lease,
@@ -97,8 +101,15 @@ export function guardedCharge(options: GuardedChargeOptions): ChargeStrategy {
             {
               name: 'attempt',
               run: async (_context, handle): Promise<ChargeAttempt> => {
-                const moved = await moveOrder(db.join(handle), orderId, ['pending'], 'charging');
-                if (!moved) refuse(await findOrder(db.join(handle), userId, orderId));
+                const tx = db.join(handle);
+                const order = await findOrder(tx, userId, orderId);
+                if (order.status !== 'pending') refuse(order);
+                if (!(await moveOrder(tx, orderId, ['pending'], 'charging'))) {
+                  refuse(await findOrder(tx, userId, orderId));
+                }
+                // A key released by the completer comes back here with its pin still in place.
+                pinnedTo = (await pinnedIn(tx, lease.derivedKey(CHARGE_PHASE))) ?? null;
+                metrics.chargesAttempted.inc({});
                 return { orderId, amount: order.amount, currency: order.currency };
               },
             },
@@ -110,6 +121,7 @@ export function guardedCharge(options: GuardedChargeOptions): ChargeStrategy {
                 return routing.charge(
                   { amount: attempt.amount, currency: attempt.currency, reference: orderId },
                   key,
+                  pinnedTo === undefined ? {} : { pinnedTo },
                 );
               },
               lookup: (_context, key) => routing.lookup(key),

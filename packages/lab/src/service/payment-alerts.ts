@@ -3,11 +3,103 @@
  * The alerts of the payments service's invariants and heartbeats, each with the four parts a person
  * paged at night needs: what broke, where to look, why it matters to the business, and the next step
  * — a command to run where one exists. The ids of the offending rows and the query that lists them
- * all are added by the check when it fires.
+ * all are added by the check when it fires. The alerts that `keel replay` repairs are built for the
+ * service's own database ({@link replayAlerts}), so their next step is the exact command to paste,
+ * between backticks.
  */
+import { isAbsolute, resolve } from 'node:path';
 import { type AlertDefinition, defineAlert } from 'keel/observe';
+import type { DatabaseConfig } from './config.ts';
 
 const GROUP = 'payments';
+
+/**
+ * The service's database as `keel replay --db` takes it: a sqlite path made absolute (the command
+ * runs from anywhere), or the Postgres URL without its password, which alerts must not carry —
+ * `pg` reads it from `PGPASSWORD` or `~/.pgpass`.
+ *
+ * @example
+ * replayDatabase({ kind: 'sqlite', path: 'payments.db', poolSize: 6 }); // '/srv/payments/payments.db'
+ */
+export function replayDatabase(db: DatabaseConfig): string {
+  if (db.kind === 'sqlite') return isAbsolute(db.path) ? db.path : resolve(db.path);
+  const url = new URL(db.url);
+  url.password = '';
+  return url.toString();
+}
+
+/**
+ * One word for a POSIX shell: as it is when it needs no quoting, single-quoted otherwise.
+ *
+ * @example
+ * shellWord('/tmp/my lab/payments.db'); // "'/tmp/my lab/payments.db'"
+ */
+export function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * The command that re-sends `payment.completed` for every payment without an invoice, under the
+ * events' original ids.
+ *
+ * @example
+ * replayMissingInvoicesCommand('/srv/payments.db'); // 'keel replay --db /srv/payments.db --missing-invoices'
+ */
+export function replayMissingInvoicesCommand(db: string): string {
+  return `keel replay --db ${shellWord(db)} --missing-invoices`;
+}
+
+/** The alerts whose next step is `keel replay` against one database. */
+export interface ReplayAlerts {
+  readonly paymentsWithoutInvoice: AlertDefinition;
+  readonly paymentEventsNotConsumed: AlertDefinition;
+  readonly invoiceConsumerHeartbeat: AlertDefinition;
+}
+
+/**
+ * The alerts `keel replay` repairs, their next step naming `db` (see {@link replayDatabase}).
+ *
+ * @example
+ * const alerts = replayAlerts(replayDatabase(config.db));
+ * alerts.paymentsWithoutInvoice.next; // '… then run `keel replay --db /srv/payments.db --missing-invoices`: …'
+ */
+export function replayAlerts(db: string): ReplayAlerts {
+  const replay = `\`${replayMissingInvoicesCommand(db)}\``;
+  const inbox =
+    'it re-sends each payment.completed under its original event id, and the inbox skips any already handled';
+  const backfill =
+    'payments whose event was consumed and still lack an invoice it lists for keel backfill invoices --since 24h';
+  return {
+    paymentsWithoutInvoice: defineAlert({
+      what: 'Payments without an invoice',
+      where: 'table payments left join invoices; logs: paymentId=<id>, consumer group invoices',
+      impact: 'Customers were charged and never got their invoice (a legal and support problem)',
+      next: `Check the invoice consumer runs (heartbeat invoice_consumer), then run ${replay}: ${inbox}; ${backfill}`,
+      severity: 'warning',
+      group: GROUP,
+    }),
+    paymentEventsNotConsumed: defineAlert({
+      what: 'payment.completed events not consumed',
+      where:
+        'table keel_outbox (published_at null: not sent yet) not in keel_inbox (group invoices); the invoice consumer logs',
+      impact: 'Invoices stop going out while payments keep succeeding: every response is still a 200',
+      next: `Check the invoice consumer runs (heartbeat invoice_consumer), then run ${replay}: ${inbox}`,
+      severity: 'critical',
+      group: GROUP,
+    }),
+    invoiceConsumerHeartbeat: defineAlert({
+      what: 'The invoice consumer is not running properly',
+      where: 'logs of the invoice consumer (group invoices); metric payments_invoices_sent_total',
+      impact: 'Payments go through but no invoice is written or mailed until it runs again',
+      next: `Restart the service instance that runs the consumer, then run ${replay}: ${inbox}`,
+      severity: 'critical',
+      group: GROUP,
+    }),
+  };
+}
+
+/** The replay alerts for the service's default database, for code that does not know its own. */
+const defaultReplayAlerts = replayAlerts('payments.db');
 
 /** Paid orders without a payment row. */
 export const paidOrdersWithoutPayment: AlertDefinition = defineAlert({
@@ -20,24 +112,10 @@ export const paidOrdersWithoutPayment: AlertDefinition = defineAlert({
 });
 
 /** Payments without an invoice after the grace period. */
-export const paymentsWithoutInvoice: AlertDefinition = defineAlert({
-  what: 'Payments without an invoice',
-  where: 'table payments left join invoices; logs: paymentId=<id>, consumer group invoices',
-  impact: 'Customers were charged and never got their invoice (a legal and support problem)',
-  next: 'keel backfill invoices --since 24h (the inbox skips events already handled)',
-  severity: 'warning',
-  group: GROUP,
-});
+export const paymentsWithoutInvoice: AlertDefinition = defaultReplayAlerts.paymentsWithoutInvoice;
 
 /** `payment.completed` events published and never consumed by the invoices group. */
-export const paymentEventsNotConsumed: AlertDefinition = defineAlert({
-  what: 'payment.completed events published but not consumed',
-  where: 'table keel_outbox (published) not in keel_inbox (group invoices); the invoice consumer logs',
-  impact: 'Invoices stop going out while payments keep succeeding: every response is still a 200',
-  next: 'Check the invoice consumer is running (heartbeat invoice_consumer), then keel replay --type payment.completed --since 1h',
-  severity: 'critical',
-  group: GROUP,
-});
+export const paymentEventsNotConsumed: AlertDefinition = defaultReplayAlerts.paymentEventsNotConsumed;
 
 /** Charges at a provider that the service has no payment row for. */
 export const providerChargesWithoutPayment: AlertDefinition = defineAlert({
@@ -62,14 +140,7 @@ export const abandonedPayments: AlertDefinition = defineAlert({
 });
 
 /** The invoice consumer stopped checking in, or cannot keep up. */
-export const invoiceConsumerHeartbeat: AlertDefinition = defineAlert({
-  what: 'The invoice consumer is not running properly',
-  where: 'logs of the invoice consumer (group invoices); metric payments_invoices_sent_total',
-  impact: 'Payments go through but no invoice is written or mailed until it runs again',
-  next: 'Restart the service instance that runs the consumer, then keel replay --type payment.completed --since 1h',
-  severity: 'critical',
-  group: GROUP,
-});
+export const invoiceConsumerHeartbeat: AlertDefinition = defaultReplayAlerts.invoiceConsumerHeartbeat;
 
 /** The sales report job did not run, failed, or produced nothing. */
 export const salesReportHeartbeat: AlertDefinition = defineAlert({

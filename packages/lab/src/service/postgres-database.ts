@@ -48,6 +48,16 @@ function poolClasses(size: number) {
   };
 }
 
+/**
+ * Connections the pool keeps beyond the guarded share, in guarded mode, for Keel's own stores —
+ * idempotency records, the outbox relay, the inbox — which take the pool itself. Without them those
+ * statements draw on the very connections the guard hands out, and the guard, believing them free,
+ * admits requests that then wait in the driver's queue until their acquire timeout.
+ */
+function storeHeadroom(poolSize: number): number {
+  return Math.max(2, Math.ceil(poolSize / 2));
+}
+
 /** A connection for one transaction, whichever pool hands it out. */
 interface TransactionClient extends PostgresQueryable {
   release(err?: Error): unknown;
@@ -61,21 +71,22 @@ interface TransactionClient extends PostgresQueryable {
  */
 export function postgresDatabase(options: PostgresDatabaseOptions): Database {
   // Naive: `connectionTimeoutMillis: 0` is pg's default, and means waiting for a connection forever.
+  const guarded = options.mode === 'guarded';
   const pool = new pg.Pool({
     connectionString: options.url,
-    max: options.poolSize,
+    max: options.poolSize + (guarded ? storeHeadroom(options.poolSize) : 0),
     connectionTimeoutMillis: 0,
   });
-  const guard: PostgresPoolGuard<RouteClass> | undefined =
-    options.mode === 'guarded'
-      ? guardPool<RouteClass>(pool, {
-          classes: poolClasses(options.poolSize),
-          acquireTimeoutMs: 1_000,
-          statementTimeoutMs: 15_000,
-          name: 'postgres-pool',
-          ...(options.telemetry !== undefined && { telemetry: options.telemetry }),
-        })
-      : undefined;
+  const guard: PostgresPoolGuard<RouteClass> | undefined = guarded
+    ? guardPool<RouteClass>(pool, {
+        size: options.poolSize,
+        classes: poolClasses(options.poolSize),
+        acquireTimeoutMs: 1_000,
+        statementTimeoutMs: 15_000,
+        name: 'postgres-pool',
+        ...(options.telemetry !== undefined && { telemetry: options.telemetry }),
+      })
+    : undefined;
   const readers = new Map<RouteClass, SqlRunner>();
   return {
     driver: { dialect: 'postgres', pool },

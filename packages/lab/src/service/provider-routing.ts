@@ -3,7 +3,8 @@
  * How a guarded charge reaches a provider, all of it Keel's policies: the whole call runs under a
  * deadline; each provider has its own circuit breaker and its own retry budget, retries safe errors
  * (the provider key makes a retry of a lost response harmless) and bounds each attempt with a
- * timeout; and failover moves to provider B when A refused the call or is known to be down.
+ * timeout — the provider's answer only, never our own write that pins the key to it; and failover
+ * moves to provider B when A refused the call or is known to be down.
  *
  * Failover never follows a timeout or a dropped connection: A may have charged, and B would charge
  * again under a key A never saw. Those stay unknown, and the recovery looks the charge up at every
@@ -14,6 +15,7 @@ import {
   type CircuitBreakerPolicy,
   circuitBreaker,
   deadline,
+  type ExecutionContext,
   exponentialBackoff,
   failover,
   HttpStatusError,
@@ -52,8 +54,16 @@ export interface ProviderRoutingOptions {
 }
 
 export interface ProviderRouting {
-  /** Charges at the first provider that takes it, with `idempotencyKey` at each. */
-  charge(request: ChargeRequest, idempotencyKey: string): Promise<ProviderCharge>;
+  /**
+   * Charges at the first provider that takes it, with `idempotencyKey` at each. `pinnedTo` is where
+   * the key is pinned (`null`: nowhere) when the caller has just read it in its own transaction;
+   * without it the routing reads it.
+   */
+  charge(
+    request: ChargeRequest,
+    idempotencyKey: string,
+    options?: { readonly pinnedTo?: string | null },
+  ): Promise<ProviderCharge>;
   /** The charge made with `idempotencyKey` at any provider, or `undefined` if none made one. */
   lookup(idempotencyKey: string): Promise<ProviderCharge | undefined>;
   /** The breaker of each provider, by provider name (for readiness and tests). */
@@ -82,6 +92,9 @@ function retryable(error: unknown): boolean {
 export function providerRouting(options: ProviderRoutingOptions): ProviderRouting {
   const telemetry = options.telemetry === undefined ? {} : { telemetry: options.telemetry };
   const breakers = new Map<string, CircuitBreakerPolicy>();
+  // Failures of our own database while pinning a key are no provider's fault: a breaker that
+  // counted them would open on a busy pool and turn every charge away from a healthy provider.
+  const pinFailures = new WeakSet<object>();
   const targets = options.providers.map((client) => {
     const name = `provider-${client.name}`;
     const breaker = circuitBreaker({
@@ -91,6 +104,7 @@ export function providerRouting(options: ProviderRoutingOptions): ProviderRoutin
       failureRateThreshold: 0.5,
       openMs: 5_000,
       openBackoff: { factor: 2, maxMs: 60_000 },
+      isFailure: (error) => !(typeof error === 'object' && error !== null && pinFailures.has(error)),
       ...telemetry,
     });
     breakers.set(client.name, breaker);
@@ -109,24 +123,42 @@ export function providerRouting(options: ProviderRoutingOptions): ProviderRoutin
           ...telemetry,
         }),
         breaker,
-        timeout({ name, ms: options.attemptTimeoutMs, ...telemetry }),
       ),
+      // Only the provider's own answer is timed: the pin before it is a write of ours, which a slow
+      // pool may delay without the provider being any slower.
+      attempt: timeout({ name, ms: options.attemptTimeoutMs, ...telemetry }),
     };
   });
   const overall = deadline({ name: 'charge', ms: options.deadlineMs, ...telemetry });
   return {
     breakers,
-    charge(request, idempotencyKey) {
+    charge(request, idempotencyKey, chargeOptions = {}) {
       return overall.execute(async (context) => {
-        const pinned = await options.targets.pinned(idempotencyKey);
+        const pinned =
+          chargeOptions.pinnedTo === undefined
+            ? await options.targets.pinned(idempotencyKey)
+            : (chargeOptions.pinnedTo ?? undefined);
         // Set once any attempt may have charged. The error failover sees is only the last attempt's
         // (an open breaker, say), while an earlier retry at the same provider may have been the one
         // whose response was lost.
         let inDoubt = false;
-        const call = async (target: (typeof targets)[number], { signal }: { signal: AbortSignal }) => {
-          await options.targets.pin(idempotencyKey, target.client.name);
+        // Where the key is pinned already: a retry there needs no second write.
+        let pinnedHere = pinned;
+        const call = async (target: (typeof targets)[number], attemptContext: ExecutionContext) => {
+          if (pinnedHere !== target.client.name) {
+            try {
+              await options.targets.pin(idempotencyKey, target.client.name);
+            } catch (error) {
+              if (typeof error === 'object' && error !== null) pinFailures.add(error);
+              throw error;
+            }
+            pinnedHere = target.client.name;
+          }
           try {
-            return await target.client.charge(request, { idempotencyKey, signal });
+            return await target.attempt.execute(
+              ({ signal }) => target.client.charge(request, { idempotencyKey, signal }),
+              attemptContext,
+            );
           } catch (error) {
             if (!certainlyNotCharged(error)) inDoubt = true;
             throw error;

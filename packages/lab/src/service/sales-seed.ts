@@ -56,6 +56,8 @@ export async function seedSales(
   driver: DatabaseDriver,
   options: { rows: number; seed: number },
 ): Promise<number> {
+  // Nothing to seed takes no lock: a restart must not queue behind another instance's writes.
+  if (options.rows === 0) return 0;
   const next = rowsOf(options.seed, options.rows);
   if (driver.dialect === 'sqlite') {
     const { db } = driver;

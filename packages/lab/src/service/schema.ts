@@ -6,6 +6,8 @@
  * `charging` → `paid`), payments are unique per order, and the sales table is what the heavy report
  * reads.
  */
+import type { DatabaseSync } from 'node:sqlite';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabaseDriver } from './database.ts';
 
 /** One schema change; `sql` may hold several statements. */
@@ -86,9 +88,74 @@ CREATE TABLE charge_targets (
   },
 ];
 
+/** The longest a start-up waits, in all, for another process's write lock before it fails. */
+const SQLITE_LOCK_PATIENCE_MS = 30_000;
+
+/** SQLite's answer when another connection holds the lock past the busy timeout. */
+function isSqliteBusy(error: unknown): boolean {
+  const { errcode, message } = (error ?? {}) as { errcode?: unknown; message?: unknown };
+  // SQLITE_BUSY (5) and its extended codes (5 + n·256).
+  if (typeof errcode === 'number') return (errcode & 0xff) === 5;
+  return typeof message === 'string' && message.includes('database is locked');
+}
+
+/** Versions recorded as applied; none when the ledger does not exist yet. Reads only. */
+function appliedSqliteVersions(db: DatabaseSync): Set<number> {
+  const ledger = db
+    .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'service_migrations'")
+    .get();
+  if (ledger === undefined) return new Set();
+  const rows = db.prepare('SELECT version FROM service_migrations').all() as { version: number }[];
+  return new Set(rows.map((row) => Number(row.version)));
+}
+
+/**
+ * Takes the write lock, waiting with back-off while another process holds it: a busy timeout alone
+ * can lose every race to a writer that takes the lock again the moment it lets go.
+ */
+async function beginImmediate(db: DatabaseSync): Promise<void> {
+  const started = Date.now();
+  for (let attempt = 0; ; attempt++) {
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      return;
+    } catch (error) {
+      if (!isSqliteBusy(error) || Date.now() - started >= SQLITE_LOCK_PATIENCE_MS) throw error;
+      await sleep(Math.random() * Math.min(500, 10 * 2 ** attempt));
+    }
+  }
+}
+
+async function migrateSqlite(db: DatabaseSync, ledger: string): Promise<void> {
+  // A restart finds the schema up to date: reading it needs no lock in WAL mode, so a start-up
+  // never waits on (or fails behind) another instance's writes.
+  const found = appliedSqliteVersions(db);
+  if (MIGRATIONS.every((migration) => found.has(migration.version))) return;
+  await beginImmediate(db);
+  try {
+    db.exec(ledger);
+    const applied = appliedSqliteVersions(db);
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      db.exec(migration.sql);
+      db.prepare('INSERT INTO service_migrations VALUES (?, ?, ?)').run(
+        migration.version,
+        migration.name,
+        Date.now(),
+      );
+    }
+    db.exec('COMMIT');
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw error;
+  }
+}
+
 /**
  * Brings the database up to the latest schema; safe to call on every start and from several
- * processes (each migration commits with its row in `service_migrations`).
+ * processes. On SQLite an up-to-date schema is only read; otherwise every pending migration commits
+ * with its row in `service_migrations` in one transaction, taken with patience while another
+ * process writes.
  *
  * @example
  * await migrateSchema(db.driver);
@@ -96,29 +163,7 @@ CREATE TABLE charge_targets (
 export async function migrateSchema(driver: DatabaseDriver): Promise<void> {
   const ledger =
     'CREATE TABLE IF NOT EXISTS service_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)';
-  if (driver.dialect === 'sqlite') {
-    const { db } = driver;
-    db.exec(ledger);
-    for (const migration of MIGRATIONS) {
-      db.exec('BEGIN IMMEDIATE');
-      try {
-        const done = db.prepare('SELECT 1 FROM service_migrations WHERE version = ?').get(migration.version);
-        if (done === undefined) {
-          db.exec(migration.sql);
-          db.prepare('INSERT INTO service_migrations VALUES (?, ?, ?)').run(
-            migration.version,
-            migration.name,
-            Date.now(),
-          );
-        }
-        db.exec('COMMIT');
-      } catch (error) {
-        db.exec('ROLLBACK');
-        throw error;
-      }
-    }
-    return;
-  }
+  if (driver.dialect === 'sqlite') return migrateSqlite(driver.db, ledger);
   const client = await driver.pool.connect();
   try {
     await client.query(ledger);

@@ -38,16 +38,19 @@ import { type EventOutbox, eventOutbox } from './event-outbox.ts';
 import { openTransport } from './event-transport.ts';
 import { guardedCharge } from './guarded-charge.ts';
 import { type InvoiceConsumers, startInvoiceConsumers } from './invoice-consumer.ts';
+import { labRoutes } from './lab-routes.ts';
+import { labTransport } from './lab-transport.ts';
 import { type MailStub, mailStub } from './mail-stub.ts';
 import { naiveCharge } from './naive-charge.ts';
 import { CHARGE_ROUTE, orderRoutes } from './order-routes.ts';
+import { replayAlerts, replayDatabase } from './payment-alerts.ts';
 import { paymentEventBacklog, paymentInvariants } from './payment-invariants.ts';
 import { postgresDatabase } from './postgres-database.ts';
 import { answerNotFound, answerProblem } from './problem-handler.ts';
 import { providerClient } from './provider-client.ts';
 import { providerReconciliation } from './provider-reconciliation.ts';
 import { type ProviderRouting, providerRouting } from './provider-routing.ts';
-import { reportRoutes } from './report-routes.ts';
+import { reportAdmission, reportRoutes } from './report-routes.ts';
 import { seedSales } from './sales-seed.ts';
 import { migrateSchema } from './schema.ts';
 import { type InvoiceConsumerJob, invoiceConsumerJob, salesReportJob } from './service-heartbeats.ts';
@@ -77,6 +80,8 @@ export interface Service {
   sweepAbandoned(): Promise<CompleterReport | undefined>;
   /** Stops the invoice consumers (and their heartbeat), as a crashed consumer would: the lab's silent failure. */
   stopInvoiceConsumers(): Promise<void>;
+  /** Starts the invoice consumers again after {@link stopInvoiceConsumers}, as a restarted one would. */
+  resumeInvoiceConsumers(): Promise<void>;
   /** Starts the relay, the consumers, the jobs, the completer and the invariants, and listens; resolves with the base URL. */
   start(): Promise<string>;
   /** Stops listening, lets requests in flight finish, stops jobs and events, closes the database. */
@@ -116,7 +121,9 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
     await db.close();
     throw error;
   }
-  const { transport } = opened;
+  // Lab mode puts the silent event faults (dropped publishes, redeliveries) between the service and its broker.
+  const faultSwitch = config.lab ? labTransport(opened.transport, { seed: config.seed }) : undefined;
+  const transport = faultSwitch ?? opened.transport;
   const closeTransport = opened.close;
   const guarded = config.mode === 'guarded';
   const tokens = tokenSigner(config.tokenSecret);
@@ -156,6 +163,8 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
     engine = idempotency({
       store,
       leaseMs: config.chargeLeaseMs,
+      // A retry that finds its key held (by an instance that was killed, say) waits for the result.
+      inFlightWaitMs: Math.floor((config.requestTimeoutMs * 2) / 3),
       telemetry: metrics.keel.idempotency,
       name: 'charges',
     });
@@ -188,16 +197,18 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
 
   accountRoutes(app, { db, tokens, scryptCost: config.scryptCost });
   orderRoutes(app, { db, tokens, charges, metrics: metrics.domain });
-  reportRoutes(app, { db, tokens });
+  reportRoutes(app, { db, tokens, admission: guarded ? reportAdmission(metrics.keel.policy) : undefined });
 
   const reportJob = salesReportJob({ reports: db.reader('report'), everyMs: config.reportIntervalMs });
   const alertList = alertListSink();
   let consumerJob: InvoiceConsumerJob | undefined;
   let evaluator: InvariantEvaluator | undefined;
   if (guarded) {
+    const replayDb = replayDatabase(config.db);
     consumerJob = invoiceConsumerJob({
       everyMs: config.consumerHeartbeatMs,
       backlog: paymentEventBacklog(db.driver),
+      alert: replayAlerts(replayDb).invoiceConsumerHeartbeat,
     });
     evaluator = invariants({
       checks: [
@@ -206,6 +217,7 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
           invoiceGraceMs: config.invoiceGraceMs,
           chargeLeaseMs: config.chargeLeaseMs,
           abandonedLimit: config.abandonedLimit,
+          replayDb,
         }),
         providerReconciliation({
           providers,
@@ -233,14 +245,46 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
   fastifyHealth(app, health, { metrics: metrics.registry });
 
   let consumers: InvoiceConsumers | undefined;
-  let consumersStopped: Promise<void> | undefined;
-  const stopInvoiceConsumers = () => {
-    consumersStopped ??= (async () => {
-      await consumerJob?.stop();
-      await consumers?.stop();
-    })();
-    return consumersStopped;
+  let consumersRunning = false;
+  let consumerSwitch: Promise<void> = Promise.resolve();
+  // One change at a time: a stop waits for a start in progress, and the other way round.
+  const switchConsumers = (run: boolean): Promise<void> => {
+    const next = consumerSwitch.then(async () => {
+      if (run === consumersRunning) return;
+      if (run) {
+        consumers = await startInvoiceConsumers({
+          mode: config.mode,
+          db,
+          transport,
+          outbox,
+          mail,
+          metrics: metrics.domain,
+          telemetry: metrics.keel.outbox,
+          onInvoice: consumerJob?.invoiceWritten,
+        });
+        consumerJob?.start();
+      } else {
+        await consumerJob?.stop();
+        await consumers?.stop();
+        consumers = undefined;
+      }
+      consumersRunning = run;
+    });
+    consumerSwitch = next.catch(() => undefined);
+    return next;
   };
+  const stopInvoiceConsumers = () => switchConsumers(false);
+  if (faultSwitch !== undefined) {
+    labRoutes(app, {
+      transport: faultSwitch,
+      consumers: {
+        running: () => consumersRunning,
+        stop: stopInvoiceConsumers,
+        start: () => switchConsumers(true),
+      },
+      alerts: alertList,
+    });
+  }
   let stopping: Promise<void> | undefined;
   return {
     config,
@@ -255,19 +299,10 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
     alerts: alertList.notifications,
     sweepAbandoned: async () => completer?.sweep(),
     stopInvoiceConsumers,
+    resumeInvoiceConsumers: () => switchConsumers(true),
     async start() {
-      consumers = await startInvoiceConsumers({
-        mode: config.mode,
-        db,
-        transport,
-        outbox,
-        mail,
-        metrics: metrics.domain,
-        telemetry: metrics.keel.outbox,
-        onInvoice: consumerJob?.invoiceWritten,
-      });
+      await switchConsumers(true);
       if (guarded) outbox.start();
-      consumerJob?.start();
       reportJob.start();
       completer?.start();
       evaluator?.start();

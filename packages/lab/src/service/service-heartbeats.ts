@@ -7,7 +7,7 @@
  * fails its check-in. The sales report job runs the heavy report on a schedule and must produce rows
  * (`expectWork`): a report over an empty table is a silent failure too.
  */
-import { type Heartbeat, heartbeat } from 'keel/observe';
+import { type AlertDefinition, type Heartbeat, heartbeat } from 'keel/observe';
 import type { SqlRunner } from './database.ts';
 import { invoiceConsumerHeartbeat, salesReportHeartbeat } from './payment-alerts.ts';
 import { salesReport } from './sales-report.ts';
@@ -66,12 +66,14 @@ export function invoiceConsumerJob(options: {
   readonly everyMs: number;
   /** Events published more than `olderThanMs` ago and not consumed yet. */
   readonly backlog: (olderThanMs: number) => Promise<number>;
+  /** @default invoiceConsumerHeartbeat, for the default database */
+  readonly alert?: AlertDefinition | undefined;
 }): InvoiceConsumerJob {
   const beat = heartbeat({
     name: 'invoice_consumer',
     everyMs: options.everyMs,
     graceMs: options.everyMs,
-    alert: invoiceConsumerHeartbeat,
+    alert: options.alert ?? invoiceConsumerHeartbeat,
   });
   let written = 0;
   const tick = async () => {

@@ -1,0 +1,150 @@
+/**
+ * @module
+ * **cascade** — reports spike with heavy queries and provider A starts hanging, while logins and
+ * charges keep arriving at the same rate; every client times out and retries at once. Guarded,
+ * login keeps its share of the connection pool and its p99 at most doubles, charges time out at A
+ * until A's breaker opens and then fail over to B, and the reports beyond their share are shed.
+ * Naive, charges hold pooled connections while A hangs, reports take the rest, and login — which
+ * never touches a provider — waits behind both until its clients give up.
+ */
+import { type CascadeFigures, type CascadePhase, type CascadePlan, runCascadeLoad } from '../cascade-load.ts';
+import type { BarCheck, HeadlineFigure, RunTimeline, Scenario, ScenarioSettings } from '../scenario.ts';
+
+/** Guarded: login p99 during the fault at most this many times its no-fault p99. */
+export const CASCADE_GUARDED_MAX_LOGIN_P99_RATIO = 2;
+/** Guarded: charge goodput during the fault at least this share of the no-fault goodput. */
+export const CASCADE_GUARDED_MIN_GOODPUT_RATIO = 0.9;
+/** Naive must show the cascade: login p99 at least this many times its no-fault p99 … */
+export const CASCADE_NAIVE_MIN_LOGIN_P99_RATIO = 5;
+/** … or more than this share of login requests timed out. */
+export const CASCADE_NAIVE_MIN_LOGIN_TIMEOUT_SHARE = 0.1;
+/** Guarded, without the fault: at least this share of charges acknowledged … */
+export const CASCADE_BASELINE_MIN_GOODPUT_SHARE = 0.95;
+/** … and at most this share of login requests timed out, or the ratios compare against a broken run. */
+export const CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE = 0.01;
+/** Sales rows the heavy report reads (each report a full scan, a grouping and a sort). */
+export const CASCADE_SALES_ROWS = 300_000;
+
+const PHASES_MS = { quick: { noFault: 4_000, fault: 6_000 }, full: { noFault: 12_000, fault: 14_000 } };
+
+/**
+ * The plan of one run; exported so a test or a report can show it.
+ *
+ * @example
+ * const figures = await runCascadeLoad('guarded', settings, cascadePlan(settings));
+ */
+export function cascadePlan(settings: ScenarioSettings): CascadePlan {
+  const phases = settings.quick ? PHASES_MS.quick : PHASES_MS.full;
+  return {
+    noFaultMs: phases.noFault,
+    faultMs: phases.fault,
+    loginsPerSecond: 60,
+    chargesPerSecond: 30,
+    reportsPerSecond: 1,
+    reportSpikePerSecond: 6,
+    salesRows: CASCADE_SALES_ROWS,
+    clientTimeoutsMs: { login: 1_000, charge: 1_500, report: 1_500 },
+    attempts: 2,
+    providerBaseline: {},
+    faultA: { hang: true },
+    serviceFlags: ['--request-timeout', '1500', '--provider-timeout', '120', '--invariant-interval', '60000'],
+  };
+}
+
+const percent = (share: number) => `${Math.round(share * 1_000) / 10} %`;
+
+/** The fault really played: A's hang held the guarded service's calls until their timeout. */
+function hangPlayed(figures: CascadeFigures): BarCheck {
+  return {
+    rule: `provider A's hang held requests (${figures.providerA.held})`,
+    met: figures.providerA.held > 0,
+  };
+}
+
+/** The ratios mean something only against a healthy baseline: the guarded run did the work. */
+function healthyBaseline(figures: CascadeFigures): BarCheck {
+  const { noFault } = figures;
+  return {
+    rule: `without the fault, ≥ ${CASCADE_BASELINE_MIN_GOODPUT_SHARE * 100} % of charges acknowledged and ≤ ${CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE * 100} % of logins timed out (${percent(noFault.chargeGoodputShare)}, ${percent(noFault.loginTimeoutShare)})`,
+    met:
+      noFault.chargeGoodputShare >= CASCADE_BASELINE_MIN_GOODPUT_SHARE &&
+      noFault.loginTimeoutShare <= CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE,
+  };
+}
+
+function reportsHit(phase: CascadePhase): number {
+  return phase.reports.shed + phase.reports.timedOut;
+}
+
+/**
+ * @example
+ * const result = await runScenario(cascadeScenario, { quick: true, seed: 7, workDirectory });
+ */
+export const cascadeScenario: Scenario<CascadeFigures> = {
+  name: 'cascade',
+  summary:
+    'reports spike with heavy queries and provider A hangs, under steady logins and charges; clients time out and retry at once',
+  run: (mode, settings) => runCascadeLoad(mode, settings, cascadePlan(settings)),
+  guardedBar: (figures) => [
+    {
+      rule: `login p99 during the fault ≤ ${CASCADE_GUARDED_MAX_LOGIN_P99_RATIO}× its no-fault p99 (${figures.noFault.login.p99Ms} → ${figures.fault.login.p99Ms} ms)`,
+      met: figures.loginP99Ratio <= CASCADE_GUARDED_MAX_LOGIN_P99_RATIO,
+    },
+    {
+      rule: `charge goodput during the fault ≥ ${CASCADE_GUARDED_MIN_GOODPUT_RATIO * 100} % of no-fault (${percent(figures.chargeGoodputRatio)})`,
+      met: figures.chargeGoodputRatio >= CASCADE_GUARDED_MIN_GOODPUT_RATIO,
+    },
+    healthyBaseline(figures),
+    hangPlayed(figures),
+    {
+      rule: `provider A's breaker opened and charges failed over to B (${figures.providerB.charges} at B)`,
+      met:
+        figures.breakers.some((sample) => sample.breaker === 'provider-a' && sample.state === 'open') &&
+        figures.providerB.charges > 0,
+    },
+    {
+      rule: `reports beyond their share shed during the spike (${reportsHit(figures.fault)} of ${figures.fault.reports.offered})`,
+      met: reportsHit(figures.fault) > 0,
+    },
+  ],
+  naiveBar: (figures) => [
+    {
+      rule: `login p99 during the fault ≥ ${CASCADE_NAIVE_MIN_LOGIN_P99_RATIO}× its no-fault p99, or > ${CASCADE_NAIVE_MIN_LOGIN_TIMEOUT_SHARE * 100} % of logins timed out (${figures.loginP99Ratio}×, ${percent(figures.fault.loginTimeoutShare)})`,
+      met:
+        figures.loginP99Ratio >= CASCADE_NAIVE_MIN_LOGIN_P99_RATIO ||
+        figures.fault.loginTimeoutShare > CASCADE_NAIVE_MIN_LOGIN_TIMEOUT_SHARE,
+    },
+  ],
+  headline: (figures): HeadlineFigure[] => [
+    { label: 'login p99 ms, no fault', value: figures.noFault.login.p99Ms },
+    { label: 'login p99 ms, fault', value: figures.fault.login.p99Ms },
+    { label: 'logins timed out', value: percent(figures.fault.loginTimeoutShare) },
+    { label: 'charge goodput vs no fault', value: percent(figures.chargeGoodputRatio) },
+    {
+      label: 'reports answered/shed',
+      value: `${figures.fault.reports.answered}/${reportsHit(figures.fault)}`,
+    },
+  ],
+  chart: (figures): RunTimeline => ({
+    bucketMs: figures.bucketMs,
+    series: figures.timeline,
+    faults: figures.faultWindows,
+    breakers: figures.breakers,
+    alerts: [],
+    marks: [],
+  }),
+  notes: (settings) => {
+    const phases = settings.quick ? PHASES_MS.quick : PHASES_MS.full;
+    return [
+      ...(settings.quick
+        ? [
+            `quick: ${phases.noFault / 1_000} s without the fault and ${phases.fault / 1_000} s with it, instead of ${PHASES_MS.full.noFault / 1_000} s and ${PHASES_MS.full.fault / 1_000} s`,
+          ]
+        : []),
+      settings.db === undefined
+        ? `${CASCADE_SALES_ROWS} sales rows seeded once per lab run into a template file that each mode copies`
+        : `${CASCADE_SALES_ROWS} sales rows seeded by the service when its table is empty (kept between runs)`,
+      'charge goodput is acknowledged charges per charge offered, each phase against its own offered load',
+    ];
+  },
+};
