@@ -33,6 +33,10 @@ export async function openTransport(broker: BrokerConfig, channel: string): Prom
       manager: await jetstreamManager(connection),
       stream: `${channel.toUpperCase()}_EVENTS`,
       subjectPrefix: `${channel}.events`,
+      // The invoice handler commits in milliseconds. Messages the server had already sent to a
+      // consumer that stops (a restart, a deploy) come back only after this wait; 10 s instead of
+      // 30 s keeps that gap short, and a redelivery that races a slow handler is the inbox's to skip.
+      ackWaitMs: 10_000,
     });
     return {
       transport,
