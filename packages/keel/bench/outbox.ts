@@ -22,6 +22,14 @@
  * count the event as retained *and* delivered, as with `'settled'`, but neither is capped by a
  * confirmation round trip that would hide what the outbox itself costs.
  *
+ * On SQLite the producer shares the relay's thread by default. A service's request handlers need not
+ * run on the relay's thread, and sharing it caps the producer below the asked rate on a loaded
+ * machine; `BENCH_SQLITE_PRODUCER=thread` moves it to a worker thread with its own connection on the
+ * same file, which reaches the asked rate but makes the relay and the producer contend for SQLite's
+ * one write lock across threads: a writer that finds it taken sleeps in the busy handler (1, 2, 5,
+ * 10 ms …), and on the relay's thread that sleep stalls the consumer too, so the lag grows several
+ * times over. Both are printed as measured; the README quotes the default.
+ *
  * The producer groups the appends of concurrent requests into shared transactions, as a service
  * under load does with group commit: on SQLite the writes queued in one event-loop turn commit
  * together (`GroupCommit`, as the sqlite idempotency store does), on Postgres the appends of one
@@ -45,6 +53,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { Worker } from 'node:worker_threads';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { natsTransport } from 'keel/nats';
@@ -62,6 +71,7 @@ import { sqliteOutbox } from 'keel/sqlite';
 import pg from 'pg';
 import { StatementBatch } from '../src/adapters/postgres/statement-batch.ts';
 import { GroupCommit } from '../src/adapters/sqlite/group-commit.ts';
+import type { ProducerReport, ProducerRun } from './sqlite-producer-worker.ts';
 
 const json = process.argv.includes('--json');
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000);
@@ -89,12 +99,16 @@ interface Setup {
   freshBroker(): Promise<void>;
   appendMany(count: number): Promise<void>;
   /**
-   * Appends `event` in a transaction it shares with the other appends of this event-loop turn;
-   * resolves once that transaction committed.
+   * Appends `total` events at `rate` per second on an open-loop schedule (issued whether or not
+   * earlier ones finished), the appends of one event-loop turn in one transaction, calling
+   * `committed` with the ids of each transaction once it committed. Resolves with the rate achieved
+   * and the transactions used once every append committed.
    */
-  appendOne(event: NewOutboxEvent): Promise<void>;
-  /** Producer transactions committed so far. */
-  transactions(): number;
+  produce(
+    rate: number,
+    total: number,
+    committed: (ids: readonly string[], at: number) => void,
+  ): Promise<{ produced: number; transactions: number }>;
   close(): Promise<void>;
 }
 
@@ -107,19 +121,34 @@ function newEvent(i: number): NewOutboxEvent {
   };
 }
 
+/**
+ * The sqlite lag phase's producer on a thread of its own (`BENCH_SQLITE_PRODUCER=thread`) rather than
+ * on the relay's.
+ */
+const PRODUCER_THREAD = process.env.BENCH_SQLITE_PRODUCER === 'thread';
+/** How often an open-loop producer issues what it owes. */
+const TICK_MS = 5;
+
 async function sqliteSetup(): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), 'keel-outbox-bench-'));
-  const db = new DatabaseSync(join(dir, 'outbox.db'), { timeout: 5_000 });
+  const path = join(dir, 'outbox.db');
+  const db = new DatabaseSync(path, { timeout: 5_000 });
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL');
   const store = sqliteOutbox({ db });
   // The producer writes on its own connection, as a service's request handlers would, and the
-  // relay claims on the store's: they share only the file and its write lock.
-  const producerDb = new DatabaseSync(join(dir, 'outbox.db'), { timeout: 5_000 });
+  // relay claims on the store's: they share only the file and its write lock. With
+  // `BENCH_SQLITE_PRODUCER=thread` the lag phase's producer runs on a thread of its own (see
+  // sqlite-producer-worker.ts); the backlog of the throughput rounds is appended here, before the
+  // relay starts.
+  const producerDb = new DatabaseSync(path, { timeout: 5_000 });
   producerDb.exec('PRAGMA synchronous = NORMAL');
   const groupCommit = new GroupCommit(producerDb);
-  let n = 0;
   let transactions = 0;
   let counted = false;
+  const producer = PRODUCER_THREAD
+    ? new Worker(new URL('./sqlite-producer-worker.ts', import.meta.url), { workerData: { path } })
+    : undefined;
+  let n = 0;
   let transport = inProcessTransport({ confirm: 'accepted' });
   return {
     name: 'sqlite → in-process',
@@ -142,30 +171,85 @@ async function sqliteSetup(): Promise<Setup> {
         producerDb.exec('COMMIT');
       }
     },
-    appendOne(event) {
-      return groupCommit
-        .run(() => {
-          // The writes of one group run back to back, with no microtask in between: the first one
-          // counts the group's transaction.
-          if (!counted) {
-            counted = true;
-            transactions++;
-            queueMicrotask(() => {
-              counted = false;
-            });
+    async produce(rate, total, committed) {
+      if (producer === undefined) {
+        const before = transactions;
+        const produced = await produceHere(rate, total, committed, (event) =>
+          groupCommit
+            .run(() => {
+              // The writes of one group run back to back, with no microtask in between: the first
+              // one counts the group's transaction.
+              if (!counted) {
+                counted = true;
+                transactions++;
+                queueMicrotask(() => {
+                  counted = false;
+                });
+              }
+              // `append` writes synchronously on a sqlite handle; its promise carries the outcome.
+              return store.append(producerDb, event);
+            })
+            .then(() => undefined),
+        );
+        return { produced, transactions: transactions - before };
+      }
+      return new Promise((resolve, reject) => {
+        const onMessage = (report: ProducerReport) => {
+          if (report.kind === 'committed') {
+            // The relay's store cannot see another connection's commits: the report wakes it, as
+            // this store's own appends would.
+            store.notifyAppended();
+            committed(report.ids, report.at);
+            return;
           }
-          // `append` writes synchronously on a sqlite handle; its promise carries the outcome.
-          return store.append(producerDb, event);
-        })
-        .then(() => undefined);
+          producer.off('message', onMessage);
+          producer.off('error', reject);
+          resolve({ produced: report.produced, transactions: report.transactions });
+        };
+        producer.on('message', onMessage);
+        producer.once('error', reject);
+        producer.postMessage({ rate, total, tickMs: TICK_MS } satisfies ProducerRun);
+      });
     },
-    transactions: () => transactions,
     async close() {
+      await producer?.terminate();
       producerDb.close();
       db.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The open-loop schedule of {@link Setup.produce} on this thread, for a producer whose appends are
+ * I/O (Postgres): `appendOne` groups the appends of one turn and resolves after their commit.
+ */
+async function produceHere(
+  rate: number,
+  total: number,
+  committed: (ids: readonly string[], at: number) => void,
+  appendOne: (event: NewOutboxEvent) => Promise<void>,
+): Promise<number> {
+  let issued = 0;
+  const appends: Promise<void>[] = [];
+  const started = performance.now();
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      // Owed by the clock, not by the ticks: a late timer issues what it owes at once.
+      let owed = Math.min(total, rate * ((performance.now() - started) / 1000)) - issued;
+      while (owed >= 1 && issued < total) {
+        owed -= 1;
+        const id = uuidv7();
+        appends.push(appendOne({ ...newEvent(issued++), id }).then(() => committed([id], Date.now())));
+      }
+      if (issued >= total) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, TICK_MS);
+  });
+  await Promise.all(appends);
+  return total / ((performance.now() - started) / 1000);
 }
 
 async function postgresNatsSetup(databaseUrl: string, natsUrl: string): Promise<Setup> {
@@ -230,8 +314,11 @@ async function postgresNatsSetup(databaseUrl: string, natsUrl: string): Promise<
         );
       }
     },
-    appendOne: (event) => grouped.run(event),
-    transactions: () => transactions,
+    async produce(rate, total, committed) {
+      const before = transactions;
+      const produced = await produceHere(rate, total, committed, (event) => grouped.run(event));
+      return { produced, transactions: transactions - before };
+    },
     async close() {
       await transport.close();
       await store.close();
@@ -343,45 +430,18 @@ async function lagAtRate(setup: Setup, rate: number) {
     publishedRetentionMs: Number.POSITIVE_INFINITY,
   });
   relay.start();
-  // Open loop: appends are issued on a fixed schedule whether or not earlier ones finished.
-  const tickMs = 5;
-  const perTick = rate * (tickMs / 1000);
   const total = Math.round(rate * LAG_SECONDS);
-  const transactionsBefore = setup.transactions();
-  let issued = 0;
-  let owed = 0;
-  const appends: Promise<void>[] = [];
-  const started = performance.now();
-  await new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
-      // Owed by the clock, not by the ticks: a late timer issues what it owes at once.
-      owed = Math.min(total, rate * ((performance.now() - started) / 1000)) - issued;
-      while (owed >= 1 && issued < total) {
-        owed -= 1;
-        issued++;
-        const id = uuidv7();
-        appends.push(
-          setup.appendOne({ ...newEvent(issued), id }).then(() => {
-            committedAt.set(id, Date.now());
-          }),
-        );
-      }
-      if (issued >= total) {
-        clearInterval(timer);
-        resolve();
-      }
-    }, tickMs);
+  const { produced, transactions } = await setup.produce(rate, total, (ids, at) => {
+    for (const id of ids) committedAt.set(id, at);
   });
-  await Promise.all(appends);
-  // Every append committed: the rate the producer achieved, against the `rate` it was asked for.
-  const produced = total / ((performance.now() - started) / 1000);
-  const transactions = setup.transactions() - transactionsBefore;
   const deadline = Date.now() + 30_000;
   while (deliveredAt.size < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   await relay.stop();
   await subscription.close();
   if (deliveredAt.size < total) {
-    throw new Error(`${setup.name}: only ${deliveredAt.size} of ${total} events arrived`);
+    throw new Error(
+      `${setup.name}: only ${deliveredAt.size} of ${total} events arrived (produced /s ${Math.round(produced)}, tx ${transactions}, relay ${JSON.stringify(relay.stats())})`,
+    );
   }
   // An event can reach the consumer before its producer hears of the commit: that lag is 0.
   const lags = [...committedAt].map(([id, at]) => Math.max(0, (deliveredAt.get(id) as number) - at));
@@ -393,7 +453,7 @@ async function lagAtRate(setup: Setup, rate: number) {
     produced: Math.round(produced),
     events: total,
     eventsPerTransaction: Number((total / transactions).toFixed(1)),
-    perTick: Number(perTick.toFixed(1)),
+    perTick: Number((rate * (TICK_MS / 1000)).toFixed(1)),
     p50: at(0.5),
     p95: at(0.95),
     p99: at(0.99),

@@ -18,8 +18,8 @@ import type { WallClock } from '../idempotency/store.ts';
 import { wallClock } from '../idempotency/store.ts';
 import { type Backoff, exponentialBackoff } from '../policy/backoff.ts';
 import { checkFunction, checkInteger, checkNumber } from '../policy/options.ts';
-import { type OutboxEvent, orderingKey } from './event.ts';
-import type { ClaimedOutboxEvent, OutboxStore } from './outbox-store.ts';
+import type { OutboxEvent } from './event.ts';
+import { ClaimedEvent, type ClaimedOutboxEvent, type OutboxStore } from './outbox-store.ts';
 import type { OutboxGauges, OutboxTelemetry, OutboxTelemetryEvent } from './telemetry.ts';
 import type { Transport } from './transport.ts';
 
@@ -158,8 +158,12 @@ function defaultRelayId(): string {
   return `relay-${pid}-${Array.from(random, (byte) => byte.toString(16).padStart(2, '0')).join('')}`;
 }
 
-/** The event as appended, without the store's bookkeeping, for the transport. */
+/**
+ * The event as appended, without the store's bookkeeping, for the transport. A {@link ClaimedEvent}
+ * already is exactly that; other claimed events are copied.
+ */
 function asPublished(event: ClaimedOutboxEvent): OutboxEvent {
+  if (event instanceof ClaimedEvent) return event;
   return {
     id: event.id,
     type: event.type,
@@ -371,29 +375,43 @@ export class OutboxRelay {
    * chain in order; then marks what the broker confirmed and releases the rest.
    */
   async #publishBatch(claimed: readonly ClaimedOutboxEvent[], claimedAt: number): Promise<RelayBatchResult> {
-    if (claimed.length === 0) return { claimed: 0, published: 0, failed: 0, deferred: 0 };
+    const count = claimed.length;
+    if (count === 0) return { claimed: 0, published: 0, failed: 0, deferred: 0 };
     const deadline = claimedAt + this.#leaseMs * LEASE_USABLE_FRACTION;
-    // Claims come oldest first, so each chain is in append order.
-    const chains = new Map<string, ClaimedOutboxEvent[]>();
-    for (const event of claimed) {
-      const key = orderingKey(event);
-      const chain = chains.get(key);
-      if (chain === undefined) chains.set(key, [event]);
-      else chain.push(event);
+    // The batch's aggregates as chains of indexes: `heads` holds each aggregate's first event,
+    // `following[i]` the next event of i's aggregate (-1: none). Claims come oldest first, so each
+    // chain is in append order. Indexes rather than an array per aggregate: a batch of distinct
+    // aggregates, the usual case, would otherwise build one array per event.
+    const following = new Int32Array(count).fill(-1);
+    const heads: number[] = [];
+    const tails = new Map<string, Map<string, number>>();
+    for (let i = 0; i < count; i++) {
+      const event = claimed[i] as ClaimedOutboxEvent;
+      let ofType = tails.get(event.aggregateType);
+      if (ofType === undefined) {
+        ofType = new Map();
+        tails.set(event.aggregateType, ofType);
+      }
+      const tail = ofType.get(event.aggregateId);
+      if (tail === undefined) heads.push(i);
+      else following[tail] = i;
+      ofType.set(event.aggregateId, i);
     }
     const published: string[] = [];
     const deferred: string[] = [];
     let failed = 0;
-    const deferFrom = (chain: readonly ClaimedOutboxEvent[], from: number) => {
-      for (let i = from; i < chain.length; i++) deferred.push((chain[i] as ClaimedOutboxEvent).id);
+    const deferFrom = (from: number) => {
+      for (let i = from; i !== -1; i = following[i] as number) {
+        deferred.push((claimed[i] as ClaimedOutboxEvent).id);
+      }
     };
 
-    const publishChain = async (chain: readonly ClaimedOutboxEvent[]) => {
-      for (let i = 0; i < chain.length; i++) {
-        const event = chain[i] as ClaimedOutboxEvent;
+    const publishChain = async (head: number) => {
+      for (let i = head; i !== -1; i = following[i] as number) {
+        const event = claimed[i] as ClaimedOutboxEvent;
         if (this.#clock.now() >= deadline) {
           // Another relay may take these over soon; leave them rather than race it.
-          deferFrom(chain, i);
+          deferFrom(i);
           return;
         }
         try {
@@ -417,7 +435,7 @@ export class OutboxRelay {
             // The lease runs out instead; the event is published later all the same.
             this.#report(releaseError);
           }
-          deferFrom(chain, i + 1);
+          deferFrom(following[i] as number);
           return;
         }
         published.push(event.id);
@@ -436,13 +454,12 @@ export class OutboxRelay {
       }
     };
 
-    const queue = [...chains.values()];
-    let next = 0;
+    let nextHead = 0;
     const worker = async () => {
-      while (next < queue.length) await publishChain(queue[next++] as ClaimedOutboxEvent[]);
+      while (nextHead < heads.length) await publishChain(heads[nextHead++] as number);
     };
     const workers: Promise<void>[] = [];
-    for (let i = Math.min(this.#concurrency, queue.length); i > 0; i--) workers.push(worker());
+    for (let i = Math.min(this.#concurrency, heads.length); i > 0; i--) workers.push(worker());
     await Promise.all(workers);
     try {
       await this.store.markPublished(this.relayId, published);

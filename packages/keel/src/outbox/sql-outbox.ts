@@ -6,13 +6,16 @@
  * @module
  */
 import { InvalidOptionError } from '../errors/keel-error.ts';
-import type { ClaimedOutboxEvent, OutboxFilter, StoredOutboxEvent } from './outbox-store.ts';
+import { ClaimedEvent, type OutboxFilter, type StoredOutboxEvent } from './outbox-store.ts';
 
 /** The columns every select of an event returns, in the stores' column names. */
 export const OUTBOX_SELECT_COLUMNS =
   'seq, id, type, aggregate_type, aggregate_id, payload, headers, created_at, published_at, attempts, last_error';
 
-/** The columns a claim returns: what {@link claimedFromRow} reads, and `seq`. */
+/**
+ * The columns a claim returns: what {@link claimedFromRow} reads, and `seq`. {@link claimedFromValues}
+ * reads them by position, in this order.
+ */
 export const OUTBOX_CLAIM_COLUMNS =
   'seq, id, type, aggregate_type, aggregate_id, payload, headers, created_at, attempts';
 
@@ -39,17 +42,37 @@ function headersFromJson(json: string): Readonly<Record<string, string>> {
 }
 
 /** The row as the relay receives it from a claim. */
-export function claimedFromRow(row: Omit<OutboxRow, 'published_at' | 'last_error'>): ClaimedOutboxEvent {
-  return Object.freeze({
-    id: row.id,
-    type: row.type,
-    aggregateType: row.aggregate_type,
-    aggregateId: row.aggregate_id,
-    payload: JSON.parse(row.payload) as unknown,
-    headers: headersFromJson(row.headers),
-    createdAt: Number(row.created_at),
-    attempts: Number(row.attempts),
-  });
+export function claimedFromRow(row: Omit<OutboxRow, 'published_at' | 'last_error'>): ClaimedEvent {
+  return new ClaimedEvent(
+    row.id,
+    row.type,
+    row.aggregate_type,
+    row.aggregate_id,
+    JSON.parse(row.payload) as unknown,
+    headersFromJson(row.headers),
+    Number(row.created_at),
+    Number(row.attempts),
+  );
+}
+
+/** Positions of the claim's columns in a row read as an array ({@link OUTBOX_CLAIM_COLUMNS}). */
+export const CLAIM_SEQ = 0;
+
+/**
+ * The row as the relay receives it from a claim, from a driver that returns rows as arrays of
+ * {@link OUTBOX_CLAIM_COLUMNS}: no object with the column names is built and thrown away per row.
+ */
+export function claimedFromValues(values: readonly unknown[]): ClaimedEvent {
+  return new ClaimedEvent(
+    values[1] as string,
+    values[2] as string,
+    values[3] as string,
+    values[4] as string,
+    JSON.parse(values[5] as string) as unknown,
+    headersFromJson(values[6] as string),
+    Number(values[7]),
+    Number(values[8]),
+  );
 }
 
 /** The row as `find` returns it. */

@@ -24,12 +24,14 @@ import type {
 } from '../../outbox/outbox-store.ts';
 import {
   byAppendOrder,
+  CLAIM_SEQ,
   checkClaim,
   checkIds,
   checkOutboxFilter,
   checkPrune,
   checkRelayId,
   claimedFromRow,
+  claimedFromValues,
   OUTBOX_CLAIM_COLUMNS,
   OUTBOX_SELECT_COLUMNS,
   type OutboxRow,
@@ -114,11 +116,55 @@ type StatementName =
   | 'claim'
   | 'markPublished'
   | 'markPublishedBySeq'
+  | 'markPublishedBySeqRange'
   | 'release'
   | 'unclaim'
   | 'requeue'
   | 'prune'
   | 'gauges';
+
+/** The switches of the drivers' statements that return rows as arrays instead of objects. */
+interface ArrayRowSwitches {
+  /** `node:sqlite` (Node 22.16, 24). */
+  setReturnArrays?(enabled: boolean): void;
+  /** better-sqlite3. */
+  raw?(enabled?: boolean): unknown;
+}
+
+/**
+ * Turns on array rows for `statement` if its driver has them, and says whether it did. A claim
+ * reads every column of hundreds of rows: an array per row spares an object keyed by column name.
+ */
+function returnArrays(statement: SqliteStatement): boolean {
+  const switches = statement as SqliteStatement & ArrayRowSwitches;
+  if (typeof switches.setReturnArrays === 'function') {
+    switches.setReturnArrays(true);
+    return true;
+  }
+  if (typeof switches.raw === 'function') {
+    switches.raw(true);
+    return true;
+  }
+  return false;
+}
+
+/** Sorts array rows of a claim by append order. */
+function byAppendOrderOfValues(a: readonly unknown[], b: readonly unknown[]): number {
+  return Number(a[CLAIM_SEQ]) - Number(b[CLAIM_SEQ]);
+}
+
+/** Whether array rows of a claim are already in append order: `RETURNING` usually keeps it. */
+function inAppendOrder(rows: readonly (readonly unknown[])[]): boolean {
+  for (let i = 1; i < rows.length; i++) {
+    if (
+      Number((rows[i - 1] as readonly unknown[])[CLAIM_SEQ]) >
+      Number((rows[i] as readonly unknown[])[CLAIM_SEQ])
+    ) {
+      return false;
+    }
+  }
+  return true;
+}
 
 /** Whether a handle is inside `BEGIN`: `node:sqlite` says `isTransaction`, better-sqlite3 `inTransaction`. */
 function transactionOpen(handle: object): boolean | undefined {
@@ -168,6 +214,8 @@ export class SqliteOutboxStore implements OutboxStore {
   readonly #telemetry: OutboxTelemetry | undefined;
   readonly #sql: Readonly<Record<StatementName | 'insert', string>>;
   readonly #statements = new Map<StatementName, SqliteStatement>();
+  /** Whether the claim statement returns arrays (set when it is prepared). */
+  #claimArrays = false;
   readonly #inserts = new WeakMap<object, SqliteStatement>();
   readonly #signal = new AppendSignal();
   readonly #pendingCommits = new Set<object>();
@@ -220,6 +268,10 @@ export class SqliteOutboxStore implements OutboxStore {
       // The rowid finds a row without a probe of the id index: half the cost of a mark by id.
       markPublishedBySeq: `UPDATE ${t} SET published_at = ?, claimed_by = NULL, claimed_until = NULL
         WHERE claimed_by = ? AND published_at IS NULL AND seq IN (SELECT value FROM json_each(?))`,
+      // A batch claimed from a backlog is usually a run of consecutive `seq`: a range spares the JSON
+      // list and its parse. Used only when every `seq` of the range is in the batch.
+      markPublishedBySeqRange: `UPDATE ${t} SET published_at = ?1, claimed_by = NULL, claimed_until = NULL
+        WHERE seq BETWEEN ?3 AND ?4 AND claimed_by = ?2 AND published_at IS NULL`,
       release: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?, available_at = ?,
         claimed_by = NULL, claimed_until = NULL
         WHERE id = ? AND claimed_by = ? AND published_at IS NULL`,
@@ -253,6 +305,7 @@ export class SqliteOutboxStore implements OutboxStore {
     let statement = this.#statements.get(name);
     if (statement === undefined) {
       statement = this.db.prepare(this.#sql[name]);
+      if (name === 'claim') this.#claimArrays = returnArrays(statement);
       this.#statements.set(name, statement);
     }
     return statement;
@@ -360,11 +413,24 @@ export class SqliteOutboxStore implements OutboxStore {
     // On a handle inside someone's transaction the claim would see rows that may still roll back.
     if (transactionOpen(this.db) === true) return [];
     const now = this.#clock.now();
-    const rows = this.#statement('claim').all(now, limit, relayId, now + leaseMs) as OutboxRow[];
-    if (rows.length > 1) rows.sort(byAppendOrder);
+    const statement = this.#statement('claim');
+    const rows = statement.all(now, limit, relayId, now + leaseMs);
     const claimed: ClaimedOutboxEvent[] = new Array(rows.length);
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i] as OutboxRow;
+    if (this.#claimArrays) {
+      const values = rows as unknown[][];
+      if (!inAppendOrder(values)) values.sort(byAppendOrderOfValues);
+      for (let i = 0; i < values.length; i++) {
+        const row = values[i] as unknown[];
+        const event = claimedFromValues(row);
+        this.#claimedSeqs.set(event.id, Number(row[CLAIM_SEQ]));
+        claimed[i] = event;
+      }
+      return claimed;
+    }
+    const objects = rows as OutboxRow[];
+    if (objects.length > 1) objects.sort(byAppendOrder);
+    for (let i = 0; i < objects.length; i++) {
+      const row = objects[i] as OutboxRow;
       this.#claimedSeqs.set(row.id, Number(row.seq));
       claimed[i] = claimedFromRow(row);
     }
@@ -377,16 +443,25 @@ export class SqliteOutboxStore implements OutboxStore {
     const now = this.#clock.now();
     const seqs: number[] = [];
     const unknown: string[] = [];
+    let lowest = Number.POSITIVE_INFINITY;
+    let highest = Number.NEGATIVE_INFINITY;
     for (const id of ids) {
       const seq = this.#claimedSeqs.get(id);
       if (seq === undefined) unknown.push(id);
       else {
-        seqs.push(seq);
         this.#claimedSeqs.delete(id);
+        seqs.push(seq);
+        if (seq < lowest) lowest = seq;
+        if (seq > highest) highest = seq;
       }
     }
-    // The claim fences both: a row another relay has taken over since is left alone.
-    if (seqs.length > 0) this.#statement('markPublishedBySeq').run(now, relayId, JSON.stringify(seqs));
+    // The claim fences both: a row another relay has taken over since is left alone. The seqs are
+    // distinct (each id was taken off the map once), so as many as the range is wide fill it.
+    if (seqs.length > 0 && highest - lowest + 1 === seqs.length) {
+      this.#statement('markPublishedBySeqRange').run(now, relayId, lowest, highest);
+    } else if (seqs.length > 0) {
+      this.#statement('markPublishedBySeq').run(now, relayId, JSON.stringify(seqs));
+    }
     if (unknown.length > 0) this.#statement('markPublished').run(now, relayId, JSON.stringify(unknown));
   }
 
@@ -464,6 +539,19 @@ export class SqliteOutboxStore implements OutboxStore {
 
   appended(signal: AbortSignal): Promise<void> {
     return this.#signal.wait(signal);
+  }
+
+  /**
+   * Wakes relays waiting in {@link appended} for events committed through a connection this store
+   * does not see: a worker thread's own handle on the same file, say, that reports its commits.
+   * Appends made with this store's `append` need no call; without one, other connections' appends
+   * are found at the relay's next poll.
+   *
+   * @example
+   * producerThread.on('message', () => outbox.notifyAppended());
+   */
+  notifyAppended(): void {
+    this.#signal.notify();
   }
 }
 
