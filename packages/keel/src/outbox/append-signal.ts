@@ -10,22 +10,27 @@
 export class AppendSignal {
   #wake: Promise<void> | undefined;
   #resolve: (() => void) | undefined;
-  readonly #aborted = new WeakMap<AbortSignal, Promise<void>>();
+  /** Signals whose abort already wakes the waiters: one listener per signal, however often it waits. */
+  readonly #watched = new WeakSet<AbortSignal>();
 
-  /** Resolves at the next {@link notify}, or when `signal` aborts. */
+  /**
+   * Resolves at the next {@link notify}, or when `signal` aborts. An abort wakes every waiter — a
+   * spurious wake, which waiters tolerate since a wake only says events *may* have been appended —
+   * so no per-wait promise has to race a long-lived abort promise (whose reactions would pile up
+   * for as long as the relay runs).
+   */
   wait(signal: AbortSignal): Promise<void> {
     if (signal.aborted) return Promise.resolve();
+    if (!this.#watched.has(signal)) {
+      this.#watched.add(signal);
+      signal.addEventListener('abort', () => this.notify(), { once: true });
+    }
     if (this.#wake === undefined) {
       this.#wake = new Promise((resolve) => {
         this.#resolve = resolve;
       });
     }
-    let aborted = this.#aborted.get(signal);
-    if (aborted === undefined) {
-      aborted = new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-      this.#aborted.set(signal, aborted);
-    }
-    return Promise.race([this.#wake, aborted]);
+    return this.#wake;
   }
 
   /** True while someone waits. */
