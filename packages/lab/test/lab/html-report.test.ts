@@ -1,8 +1,6 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCharts } from '../../src/lab/report/chart-data.ts';
 import { escapeHtml, inlineSafe, scriptJson } from '../../src/lab/report/escape-html.ts';
@@ -10,23 +8,9 @@ import { renderHtmlReport } from '../../src/lab/report/html-report.ts';
 import type { LabResults } from '../../src/lab/run-lab.ts';
 import type { ModeResult, RunTimeline, ScenarioResult } from '../../src/lab/scenario.ts';
 import type { BucketSummary } from '../../src/lab/time-buckets.ts';
+import { describeInChromium, expectReportInBrowser } from './report-in-browser.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const HOSTILE = '<script>alert(1)</script>';
-
-/** The little of a browser page the pixel check reads (the project's types have no DOM). */
-interface PageWindow {
-  document: {
-    getElementById(id: string): { textContent: string | null } | null;
-    querySelector(selector: string): {
-      width: number;
-      height: number;
-      getContext(
-        kind: '2d',
-      ): { getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray } } | null;
-    } | null;
-  };
-}
 
 /** Buckets of one request class: a latency bump and a goodput dip between `bumpFrom` and `bumpTo`. */
 function buckets(count: number, bumpFrom: number, bumpTo: number, scale = 1): BucketSummary[] {
@@ -132,13 +116,6 @@ const fixture: LabResults = {
   durationMs: 24_690,
 };
 
-/** The charts each run must show: a latency chart per class with requests, goodput, breakers. */
-function expectedCharts(timeline: RunTimeline): number {
-  const classes = Object.values(timeline.series).filter((one) => one.some((bucket) => bucket.count > 0));
-  if (classes.length === 0) return timeline.breakers.length > 0 ? 1 : 0;
-  return classes.length + 1 + (timeline.breakers.length > 0 ? 1 : 0);
-}
-
 describe('the HTML report, as text', () => {
   it('escapes hostile text from the results wherever it is shown or embedded', () => {
     const html = renderHtmlReport(fixture);
@@ -187,122 +164,25 @@ describe('the HTML report, as text', () => {
   });
 });
 
-if (!existsSync(CHROMIUM)) {
-  describe('the HTML report in headless Chromium', () => {
-    it(`needs Chromium at ${CHROMIUM} (Debian package chromium)`, (context) => {
-      if (process.env.KEEL_REQUIRE_SERVICES === '1') {
-        throw new Error(
-          `${CHROMIUM} is missing, and KEEL_REQUIRE_SERVICES=1 requires it (apt-get install -y chromium)`,
-        );
-      }
-      context.skip(`${CHROMIUM} is missing`);
-    });
-  });
-}
-
-describe.runIf(existsSync(CHROMIUM))('the HTML report in headless Chromium', () => {
+describeInChromium('the HTML report in headless Chromium', () => {
   const directory = mkdtempSync(join(tmpdir(), 'lab-html-report-'));
   afterAll(() => rmSync(directory, { recursive: true, force: true }));
 
-  it('loads offline, draws every chart with its series, and shows no error', async () => {
+  it('loads offline, draws every chart with its series, shows the hostile text as text, and no error', async () => {
     const file = join(directory, 'index.html');
     writeFileSync(file, renderHtmlReport(fixture));
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
+    await expectReportInBrowser({
+      file,
+      lab: fixture,
+      screenshot: join(directory, 'screenshot.png'),
+      async inspect(page) {
+        // The hostile strings show as text, and ran nowhere (a dialog or an error would say so).
+        expect(await page.locator('.notes').first().textContent()).toContain(HOSTILE);
+        expect(await page.locator('.events').first().textContent()).not.toContain(HOSTILE);
+        expect(await page.locator('.run.guarded .events').first().textContent()).toContain(HOSTILE);
+        expect(await page.locator('.verdict.fail').count()).toBeGreaterThan(0);
+        expect(await page.locator('.checks .missed').count()).toBeGreaterThan(0);
+      },
     });
-    try {
-      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-      const requests: string[] = [];
-      const problems: string[] = [];
-      const dialogs: string[] = [];
-      await page.route('**/*', (route) => {
-        requests.push(route.request().url());
-        return route.request().url() === pathToFileURL(file).href ? route.continue() : route.abort();
-      });
-      page.on('console', (message) => {
-        if (message.type() === 'error' || message.type() === 'warning') problems.push(message.text());
-      });
-      page.on('pageerror', (error) => void problems.push(error.message));
-      page.on('dialog', (dialog) => {
-        dialogs.push(dialog.message());
-        return dialog.dismiss();
-      });
-      await page.goto(pathToFileURL(file).href);
-      await page.waitForSelector('html[data-charts-drawn]', { timeout: 10_000 }).catch((error: unknown) => {
-        // A script that threw never marks the page drawn: say what it threw.
-        expect(problems).toEqual([]);
-        throw error;
-      });
-
-      const expected = fixture.results.reduce(
-        (sum, result) => sum + expectedCharts(result.naive.chart) + expectedCharts(result.guarded.chart),
-        0,
-      );
-      expect(await page.getAttribute('html', 'data-charts-drawn')).toBe(String(expected));
-      expect(await page.locator('.plot canvas').count()).toBe(expected);
-
-      // Each chart's canvas holds pixels of each of its series' colours: the lines were drawn.
-      const inked = await page.evaluate(() => {
-        const { document } = globalThis as unknown as PageWindow;
-        const data = JSON.parse(document.getElementById('lab-data')?.textContent ?? '{}') as {
-          charts: { id: string; series: { label: string; color: string; values: (number | null)[] }[] }[];
-        };
-        const rgb = (hex: string) => [1, 3, 5].map((at) => Number.parseInt(hex.slice(at, at + 2), 16));
-        return data.charts.map((chart) => {
-          const canvas = document.querySelector(`#${chart.id} canvas`);
-          const context = canvas?.getContext('2d');
-          if (!canvas || !context) return { id: chart.id, counts: [] };
-          const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
-          const counts = chart.series.map((series) => {
-            const [r = 0, g = 0, b = 0] = rgb(series.color);
-            let near = 0;
-            for (let at = 0; at < pixels.length; at += 4) {
-              const distance =
-                Math.abs((pixels[at] ?? 0) - r) +
-                Math.abs((pixels[at + 1] ?? 0) - g) +
-                Math.abs((pixels[at + 2] ?? 0) - b);
-              if ((pixels[at + 3] ?? 0) > 200 && distance < 40) near++;
-            }
-            return { series: series.label, near, hasValues: series.values.some((value) => value !== null) };
-          });
-          return { id: chart.id, counts };
-        });
-      });
-      expect(inked).toHaveLength(expected);
-      for (const chart of inked) {
-        expect(chart.counts.length, chart.id).toBeGreaterThan(0);
-        for (const series of chart.counts.filter((one) => one.hasValues)) {
-          expect(series.near, `${chart.id} ${series.series}`).toBeGreaterThan(20);
-        }
-      }
-
-      // The hostile strings show as text, and ran nowhere.
-      expect(await page.locator('.notes').first().textContent()).toContain(HOSTILE);
-      expect(await page.locator('.events').first().textContent()).not.toContain(HOSTILE);
-      expect(await page.locator('.run.guarded .events').first().textContent()).toContain(HOSTILE);
-      expect(await page.locator('.verdict.fail').count()).toBeGreaterThan(0);
-      expect(await page.locator('.checks .missed').count()).toBeGreaterThan(0);
-
-      expect(dialogs).toEqual([]);
-      expect(problems).toEqual([]);
-      expect(requests).toEqual([pathToFileURL(file).href]);
-
-      const screenshot = join(directory, 'screenshot.png');
-      await page.screenshot({ path: screenshot, fullPage: true });
-      expect(statSync(screenshot).size).toBeGreaterThan(10_000);
-      expect(readFileSync(screenshot).subarray(1, 4).toString()).toBe('PNG');
-    } finally {
-      await browser.close();
-    }
   }, 60_000);
 });
