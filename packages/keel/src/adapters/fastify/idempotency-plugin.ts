@@ -1,3 +1,4 @@
+import { InvalidOptionError } from '../../errors/keel-error.ts';
 import {
   bodyText,
   flattenHeaders,
@@ -7,6 +8,7 @@ import {
   type IdempotentHandlerOptions,
 } from '../../http/idempotent-handler.ts';
 import type { IdempotencyLease } from '../../idempotency/engine.ts';
+import type { TransactionHandle } from '../../idempotency/store.ts';
 
 /**
  * The part of a Fastify request the plugin reads (Keel never imports Fastify).
@@ -115,6 +117,92 @@ export interface FastifyIdempotencyHooks {
  */
 export function idempotencyLease(request: object): IdempotencyLease | undefined {
   return (request as { idempotency?: IdempotencyLease | null }).idempotency ?? undefined;
+}
+
+/**
+ * The part of a Fastify reply {@link completeInTransaction} calls; a real `FastifyReply` fits.
+ *
+ * @example
+ * const reply: FastifySerializingReplyLike = fastifyReply;
+ */
+export interface FastifySerializingReplyLike extends FastifyReplyLike {
+  getHeader(name: string): unknown;
+  /** The route's serializer (its response schema for the current status, or JSON). */
+  serialize(payload: unknown): string | Uint8Array | ArrayBuffer;
+}
+
+/**
+ * Stores the response a handler is about to send as part of the handler's own transaction, so the
+ * business write and the stored response commit — or roll back — together, in one commit instead of
+ * two. Call it inside the transaction after setting the status and headers, then return what it
+ * returns: `payload` serialised as Fastify would send it (an object through the route's
+ * serializer, with `application/json; charset=utf-8` unless a content type is set; text as
+ * `text/plain; charset=utf-8`; bytes as `application/octet-stream`). The plugin then sends it and
+ * does not store a second copy. Hooks that rewrite the payload (`preSerialization`, `onSend`) run
+ * after the copy was stored, so replays do not see their changes.
+ *
+ * A request with no lease (a route outside the filter, a method that passes through) stores
+ * nothing; the payload is serialised all the same. When the lease was lost (the handler outlived
+ * `leaseMs` and another attempt took the key over) it throws `IdempotencyLeaseLostError`: roll
+ * back, since the other attempt's result is the one the client's retry replays. A rollback after
+ * it stored the response leaves the key in flight until its lease ends; the retry after that runs
+ * the handler again. A status the engine does not store (5xx by default) releases the key at once,
+ * outside the transaction.
+ *
+ * @example
+ * app.post('/orders', async (request, reply) => {
+ *   const client = await pool.connect();
+ *   try {
+ *     await client.query('BEGIN');
+ *     const order = await orders.insert(client, request.body);
+ *     const body = await completeInTransaction(request, reply.code(201), order, { tx: client });
+ *     await client.query('COMMIT');
+ *     return body;
+ *   } catch (error) {
+ *     await client.query('ROLLBACK');
+ *     throw error;
+ *   } finally {
+ *     client.release();
+ *   }
+ * });
+ */
+export async function completeInTransaction(
+  request: object,
+  reply: FastifySerializingReplyLike,
+  payload: unknown,
+  options: { readonly tx: TransactionHandle },
+): Promise<string | Uint8Array> {
+  if (options?.tx === undefined || options.tx === null) {
+    throw new InvalidOptionError(
+      'tx',
+      'must be the open transaction (a pg client after BEGIN, a SQLite handle)',
+    );
+  }
+  const body = serializeLikeFastify(reply, payload);
+  const lease = idempotencyLease(request);
+  if (lease !== undefined) {
+    await lease.complete(
+      { status: reply.statusCode, headers: flattenHeaders(reply.getHeaders()), body: bodyText(body) },
+      { tx: options.tx },
+    );
+  }
+  return body;
+}
+
+/** The payload as `reply.send` would put it on the wire, setting the content type it would set. */
+function serializeLikeFastify(reply: FastifySerializingReplyLike, payload: unknown): string | Uint8Array {
+  const typed = reply.getHeader('content-type') !== undefined;
+  if (payload instanceof Uint8Array) {
+    if (!typed) reply.header('content-type', 'application/octet-stream');
+    return payload;
+  }
+  if (typeof payload === 'string') {
+    if (!typed) reply.header('content-type', 'text/plain; charset=utf-8');
+    return payload;
+  }
+  if (!typed) reply.header('content-type', 'application/json; charset=utf-8');
+  const serialized = reply.serialize(payload);
+  return serialized instanceof ArrayBuffer ? new Uint8Array(serialized) : serialized;
 }
 
 /**
