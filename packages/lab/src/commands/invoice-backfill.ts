@@ -19,7 +19,7 @@ import type { DatabaseDriver } from '../service/database.ts';
 import { OUTBOX_TABLE } from '../service/event-outbox.ts';
 import { INBOX_TABLE, INVOICE_GROUP } from '../service/invoice-consumer.ts';
 import { PAYMENT_COMPLETED, paymentCompleted } from '../service/payment-events.ts';
-import type { Payment } from '../service/payment-records.ts';
+import { type PaymentRow, toPayment } from '../service/payment-records.ts';
 import type { ServiceDatabase } from './service-database.ts';
 
 /** The backfill's name: its checkpoint's key and the `keel-backfill` header of its events. */
@@ -48,16 +48,6 @@ export interface InvoiceBackfillReport extends BackfillReport<string> {
   readonly awaitingConsumer: number;
 }
 
-interface PaymentRow {
-  id: string;
-  order_id: string;
-  provider: string;
-  provider_charge_id: string;
-  amount: number | string;
-  currency: string;
-  created_at: number | string | bigint;
-}
-
 /** The payment has a `payment.completed` event; with `unconsumed`, one the invoices group has not consumed. */
 function hasEvent(unconsumed: 'unconsumed' | 'any', inboxKnown: boolean): string {
   const consumed = `EXISTS (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id)`;
@@ -66,18 +56,6 @@ function hasEvent(unconsumed: 'unconsumed' | 'any', inboxKnown: boolean): string
      ${unconsumed === 'unconsumed' && inboxKnown ? `AND NOT ${consumed}` : ''})`;
 }
 const HAS_INVOICE = 'EXISTS (SELECT 1 FROM invoices i WHERE i.payment_id = p.id)';
-
-function toPayment(row: PaymentRow): Payment {
-  return {
-    id: row.id,
-    orderId: row.order_id,
-    provider: row.provider,
-    providerChargeId: row.provider_charge_id,
-    amount: Number(row.amount),
-    currency: row.currency,
-    createdAt: Number(row.created_at),
-  };
-}
 
 /** Runs `sql` (with `?` placeholders) on the handle inside the batch's transaction. */
 async function rowsOn<T>(driver: DatabaseDriver, tx: unknown, sql: string, params: (string | number)[]) {

@@ -51,14 +51,15 @@ interface OrderRow {
   created_at: number | string;
 }
 
-interface PaymentRow {
+/** A `payments` row as both drivers return it. */
+export interface PaymentRow {
   id: string;
   order_id: string;
   provider: string;
   provider_charge_id: string;
   amount: number | string;
   currency: string;
-  created_at: number | string;
+  created_at: number | string | bigint;
 }
 
 interface InvoiceRow {
@@ -82,7 +83,11 @@ const toOrder = (row: OrderRow): Order => ({
   createdAt: Number(row.created_at),
 });
 
-const toPayment = (row: PaymentRow): Payment => ({
+/**
+ * @example
+ * const payment = toPayment(row); // { id, orderId, provider, providerChargeId, amount, currency, createdAt }
+ */
+export const toPayment = (row: PaymentRow): Payment => ({
   id: row.id,
   orderId: row.order_id,
   provider: row.provider,
