@@ -2,10 +2,12 @@
  * @module
  * One run of the cascade against one mode: providers A and B as processes, one service instance
  * over a database holding the seeded sales rows, and two phases of open-loop load from clients that
- * time out and retry at once. Without a fault: steady logins, charges and a light report rate. Then
- * the same logins and charges while reports spike and provider A hangs. Everything is measured
- * from the clients' side, per request class and per phase (a logical call belongs to the phase it
- * arrived in, its retries with it), with the breakers read off `/metrics` on the way.
+ * time out and retry at once. First a short warm-up of the same load, unmeasured, so the service's
+ * JIT and cold paths are paid for before the baseline. Without a fault: steady logins, charges and
+ * a light report rate. Then the same logins and charges while reports spike and provider A hangs.
+ * Everything is measured from the clients' side, per request class and per phase (a logical call
+ * belongs to the phase it arrived in, its retries with it), with the breakers read off `/metrics`
+ * on the way.
  */
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,6 +34,12 @@ import type { BreakerSample, FaultWindow, ScenarioSettings } from './scenario.ts
 import { type BucketSummary, type LatencySummary, type OutcomeKind, TimeBuckets } from './time-buckets.ts';
 
 export interface CascadePlan {
+  /**
+   * Length of the warm-up, in ms: the no-fault load (logins, charges, light reports) run before the
+   * no-fault phase and never measured, so the baseline is not the service's first, slowest second.
+   * @default 0
+   */
+  readonly warmUpMs?: number;
   /** Length of the no-fault phase, in ms. */
   readonly noFaultMs: number;
   /** Length of the fault phase, in ms: provider A hangs and reports spike for this long. */
@@ -123,6 +131,8 @@ export interface CascadeFigures {
   readonly phasesMs: {
     readonly start: number;
     readonly setup: number;
+    /** The unmeasured warm-up load (part of `setup`). */
+    readonly warmUp: number;
     readonly load: number;
     readonly stop: number;
   };
@@ -134,6 +144,9 @@ const LOGIN_USERS = 4;
 /** Requests of each class sent before the load, unmeasured: the service's first ones pay for JIT and cold workers. */
 const WARM_UP = 4;
 const LOGIN_PASSWORD = 'cascade login password';
+
+/** Records nothing: the warm-up's requests. */
+const UNRECORDED: RequestRecorder = { record() {} };
 
 function tee(...recorders: RequestRecorder[]): RequestRecorder {
   return {
@@ -195,6 +208,74 @@ async function warmUp(
   }).then((response) => response.text());
 }
 
+interface WarmUpLoad {
+  readonly url: string;
+  readonly plan: CascadePlan;
+  readonly load: Readonly<Record<'logins' | 'charges' | 'reports', ReturnType<typeof schedule>>>;
+  readonly orders: readonly CustomerOrder[];
+  readonly emails: readonly string[];
+  readonly reportAuthorization: string;
+  readonly runId: string;
+}
+
+/**
+ * The no-fault load for a while, with the same clients, recorded nowhere: once it ends the service
+ * has compiled its hot paths and filled its caches, and the no-fault phase measures it warm.
+ */
+async function runWarmUpLoad(warm: WarmUpLoad): Promise<void> {
+  const { url, plan, load } = warm;
+  const urls = [url];
+  const caller = timeoutThenRetryImmediately<LogicalCall>({ attempts: plan.attempts });
+  const charger = timeoutThenRetryImmediately({ attempts: plan.attempts });
+  const login = httpCallSender({ urls, timeoutMs: plan.clientTimeoutsMs.login, buckets: UNRECORDED });
+  const charge = httpChargeSender({ urls, timeoutMs: plan.clientTimeoutsMs.charge, buckets: UNRECORDED });
+  const report = httpCallSender({ urls, timeoutMs: plan.clientTimeoutsMs.report, buckets: UNRECORDED });
+  await Promise.all([
+    runOpenLoop({
+      ...load.logins,
+      arrive: (index) =>
+        caller(
+          {
+            method: 'POST',
+            path: '/login',
+            body: { email: warm.emails[index % warm.emails.length], password: LOGIN_PASSWORD },
+            instance: index,
+          },
+          login,
+        ),
+    }),
+    runOpenLoop({
+      ...load.charges,
+      arrive: async (index) => {
+        const order = warm.orders[index];
+        if (order === undefined) return;
+        await charger(
+          {
+            orderId: order.orderId,
+            idempotencyKey: `${warm.runId}-warm-up-${order.orderId}`,
+            authorization: order.authorization,
+            instance: index,
+          },
+          charge,
+        );
+      },
+    }),
+    runOpenLoop({
+      ...load.reports,
+      arrive: () =>
+        caller(
+          {
+            method: 'GET',
+            path: '/reports/sales',
+            headers: { authorization: warm.reportAuthorization },
+            instance: 0,
+          },
+          report,
+        ),
+    }),
+  ]);
+}
+
 /**
  * The Poisson arrivals of a class at `ratePerSecond` that fall within `ms`: the schedule ends with
  * its window, so no class runs on past the fault (or starts the fault phase late).
@@ -220,8 +301,10 @@ export async function runCascadeLoad(
   const faultMs = checkInteger('faultMs', plan.faultMs);
   const runId = `cascade_${mode}_${settings.seed}_${process.pid}_${Date.now().toString(36)}`;
   const say = (line: string) => settings.progress?.(`cascade/${mode}: ${line}`);
+  const warmUpMs = checkInteger('warmUpMs', plan.warmUpMs ?? 0, 0);
   const started = performance.now();
-  const starting = await Promise.allSettled(
+  // The providers boot in their own processes while this one seeds or copies the sales table.
+  const startingProviders = Promise.allSettled(
     (['a', 'b'] as const).map((name, index) =>
       startProvider({
         name,
@@ -230,8 +313,17 @@ export async function runCascadeLoad(
       }),
     ),
   );
+  const copying =
+    settings.db === undefined
+      ? copySalesTemplate(join(settings.workDirectory, `${runId}-service.db`), {
+          workDirectory: settings.workDirectory,
+          rows: plan.salesRows,
+          seed: settings.seed,
+        })
+      : undefined;
+  const [starting, copied] = await Promise.all([startingProviders, Promise.allSettled([copying])]);
   const providers = starting.flatMap((start) => (start.status === 'fulfilled' ? [start.value] : []));
-  const failed = starting.find((start) => start.status === 'rejected');
+  const failed = [...starting, ...copied].find((start) => start.status === 'rejected');
   if (failed !== undefined) {
     await Promise.allSettled(providers.map((provider) => provider.stop()));
     throw failed.reason;
@@ -239,18 +331,11 @@ export async function runCascadeLoad(
   const [a, b] = providers as [RunningProvider, RunningProvider];
   let stopInstances: (() => Promise<void>) | undefined;
   try {
-    let db = settings.db;
-    let seedMs = 0;
-    if (db === undefined) {
-      const copy = await copySalesTemplate(join(settings.workDirectory, `${runId}-service.db`), {
-        workDirectory: settings.workDirectory,
-        rows: plan.salesRows,
-        seed: settings.seed,
-      });
-      db = copy.path;
-      seedMs = copy.seedMs;
-      if (seedMs > 0) say(`seeded ${plan.salesRows} sales rows in ${seedMs} ms`);
-    }
+    const copy = copied[0]?.status === 'fulfilled' ? copied[0].value : undefined;
+    const db = settings.db ?? copy?.path;
+    if (db === undefined) throw new Error('cascade: the sales template was not copied');
+    const seedMs = copy?.seedMs ?? 0;
+    if (seedMs > 0) say(`seeded ${plan.salesRows} sales rows in ${seedMs} ms`);
     const instances = await startInstances(1, {
       mode,
       db,
@@ -280,6 +365,11 @@ export async function runCascadeLoad(
     const charges = schedule(plan.chargesPerSecond, totalMs, settings.seed + 12);
     const reports = schedule(plan.reportsPerSecond, totalMs, settings.seed + 13);
     const spike = schedule(plan.reportSpikePerSecond, faultMs, settings.seed + 14);
+    const warmUpLoad = {
+      logins: schedule(plan.loginsPerSecond, warmUpMs, settings.seed + 21),
+      charges: schedule(plan.chargesPerSecond, warmUpMs, settings.seed + 22),
+      reports: schedule(plan.reportsPerSecond, warmUpMs, settings.seed + 23),
+    };
     const loginEmails = Array.from(
       { length: LOGIN_USERS },
       (_, i) => `cascade-${runId.toLowerCase()}-${i}@example.com`,
@@ -287,8 +377,9 @@ export async function runCascadeLoad(
     const [made] = await Promise.all([
       createCustomerOrders({
         url,
-        orders: WARM_UP + charges.arrivals,
+        orders: WARM_UP + warmUpLoad.charges.arrivals + charges.arrivals,
         seed: settings.seed,
+        concurrency: 16,
         runId: runId.toLowerCase(),
       }),
       ...loginEmails.map((email) => signUp(url, email)),
@@ -300,7 +391,21 @@ export async function runCascadeLoad(
       ),
     );
     await warmUp(url, made.slice(0, WARM_UP), loginEmails, reportAuthorization);
-    const orders = made.slice(WARM_UP);
+    const warmUpStarted = performance.now();
+    if (warmUpMs > 0) {
+      say(`${warmUpMs} ms of unmeasured load to warm the service up`);
+      await runWarmUpLoad({
+        url,
+        plan,
+        load: warmUpLoad,
+        orders: made.slice(WARM_UP, WARM_UP + warmUpLoad.charges.arrivals),
+        emails: loginEmails,
+        reportAuthorization,
+        runId,
+      });
+    }
+    const warmUpTookMs = Math.round(performance.now() - warmUpStarted);
+    const orders = made.slice(WARM_UP + warmUpLoad.charges.arrivals);
 
     const loadStarted = performance.now();
     const bucketMs = plan.bucketMs ?? 500;
@@ -478,6 +583,7 @@ export async function runCascadeLoad(
       phasesMs: {
         start: Math.round(setupStarted - started),
         setup: Math.round(loadStarted - setupStarted),
+        warmUp: warmUpTookMs,
         load: loadMs,
         stop: Math.round(performance.now() - stopStarted),
       },

@@ -6,83 +6,10 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { InvalidOptionError } from 'keel';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { CascadeFigures, CascadePhase } from '../../src/lab/cascade-load.ts';
 import { httpCallSender, type LogicalCall, timeoutThenRetryImmediately } from '../../src/lab/clients.ts';
 import { phaseRatio } from '../../src/lab/phase-ratio.ts';
 import { copySalesTemplate } from '../../src/lab/sales-template.ts';
-import { type ModeResult, runScenario } from '../../src/lab/scenario.ts';
-import { cascadePlan, cascadeScenario } from '../../src/lab/scenarios/cascade.ts';
 import { TimeBuckets } from '../../src/lab/time-buckets.ts';
-
-/** Every count of a phase adds up: logical calls by outcome, requests by outcome, retries included. */
-function expectConsistent(phase: CascadePhase) {
-  for (const calls of [phase.logins, phase.charges]) {
-    expect(calls.offered).toBe(calls.ok + calls.fail + calls.unknown);
-  }
-  expect(phase.reports.offered).toBe(phase.reports.answered + phase.reports.shed + phase.reports.timedOut);
-  for (const [requests, calls] of [
-    [phase.login, phase.logins.offered],
-    [phase.charge, phase.charges.offered],
-    [phase.report, phase.reports.offered],
-  ] as const) {
-    expect(requests.count).toBe(requests.ok + requests.fail + requests.unknown);
-    // One request per call at least, two (the plan's attempts) at most.
-    expect(requests.count).toBeGreaterThanOrEqual(calls);
-    expect(requests.count).toBeLessThanOrEqual(calls * 2);
-  }
-  expect(phase.loginTimeoutShare).toBeCloseTo(phase.login.unknown / Math.max(1, phase.login.count), 3);
-}
-
-function expectWholeRun(figures: ModeResult<CascadeFigures>) {
-  const plan = cascadePlan({ quick: true, seed: 7, workDirectory: '' });
-  const seconds = (plan.noFaultMs + plan.faultMs) / 1_000;
-  expectConsistent(figures.noFault);
-  expectConsistent(figures.fault);
-  // Every logical call the open loops made ended in one phase or the other, and none was lost.
-  expect(figures.noFault.logins.offered + figures.fault.logins.offered).toBe(figures.arrivals.login);
-  expect(figures.noFault.charges.offered + figures.fault.charges.offered).toBe(figures.arrivals.charge);
-  expect(figures.noFault.reports.offered + figures.fault.reports.offered).toBe(figures.arrivals.report);
-  // Poisson arrivals: near the plan's rate over the run, never far off it.
-  expect(figures.arrivals.login).toBeGreaterThan(plan.loginsPerSecond * seconds * 0.8);
-  expect(figures.arrivals.login).toBeLessThan(plan.loginsPerSecond * seconds * 1.2);
-  expect(figures.fault.reports.offered).toBeGreaterThan(figures.noFault.reports.offered);
-  // The timeline holds the same requests as the two phases.
-  for (const name of ['login', 'charge', 'report'] as const) {
-    const inTimeline = figures.timeline[name].reduce((sum, bucket) => sum + bucket.count, 0);
-    expect(inTimeline).toBe(figures.noFault[name].count + figures.fault[name].count);
-  }
-  expect(figures.chart.series).toEqual(figures.timeline);
-  expect(figures.chart.faults.map((window) => window.label)).toEqual(['provider A hangs', 'report spike']);
-  expect(figures.headline.map((figure) => figure.label)).toEqual([
-    'login p99 ms, no fault',
-    'login p99 ms, fault',
-    'logins timed out',
-    'charge goodput vs no fault',
-    'reports answered/shed',
-  ]);
-}
-
-describe('the cascade scenario, quick, end to end', () => {
-  const workDirectory = mkdtempSync(join(tmpdir(), 'lab-cascade-'));
-  afterAll(() => rmSync(workDirectory, { recursive: true, force: true }));
-
-  it('keeps login fast and charges flowing when guarded, while naive login starves behind A and the reports', async () => {
-    const result = await runScenario(cascadeScenario, { quick: true, seed: 7, workDirectory });
-    expect(result.guarded.checks.filter((check) => !check.met)).toEqual([]);
-    expect(result.naive.checks.filter((check) => !check.met)).toEqual([]);
-    expect(result.verdict).toBe('pass');
-    expectWholeRun(result.naive);
-    expectWholeRun(result.guarded);
-    // Guarded, charges went to B once A's breaker opened; naive has no breaker to open.
-    expect(result.guarded.providerB.charges).toBeGreaterThan(0);
-    expect(result.guarded.breakers.some((sample) => sample.breaker === 'provider-a')).toBe(true);
-    expect(result.naive.breakers).toEqual([]);
-    // The seeding was paid once, by the first mode; the second copied the template.
-    expect(result.naive.seedMs).toBeGreaterThan(0);
-    expect(result.guarded.seedMs).toBe(0);
-    expect(result.notes.join(' ')).toContain('quick');
-  }, 120_000);
-});
 
 describe('phaseRatio', () => {
   it('divides the figure during the fault by the one before it, to two decimals', () => {
