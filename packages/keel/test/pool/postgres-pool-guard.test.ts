@@ -1,13 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import {
   DeadlineExceededError,
+  FakeClock,
   InvalidOptionError,
   isRejection,
   type PolicyEvent,
+  runWithDeadline,
   TimeoutError,
   withTimeBudget,
 } from 'keel';
-import { guardPool, PoolAcquireTimeoutError, postgresStore, StatementTimeoutError } from 'keel/postgres';
+import {
+  guardPool,
+  PoolAcquireTimeoutError,
+  postgresStore,
+  StatementTimeoutError,
+  statementTimeoutSlackMs,
+} from 'keel/postgres';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { describeWithService } from '../support/services.ts';
@@ -27,6 +35,19 @@ function recorder() {
       },
     );
   return { order, track };
+}
+
+/** Every statement the pool's real `pg` clients send, in order: one entry per round trip. */
+function countRoundTrips(pool: pg.Pool): string[] {
+  const sent: string[] = [];
+  pool.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      sent.push(String(args[0]));
+      return query(...args);
+    };
+  });
+  return sent;
 }
 
 const fakePool = { connect: async () => ({}) as never, options: { max: 6 } };
@@ -55,6 +76,17 @@ describe('guardPool options', () => {
     const guard = guardPool(fakePool, { classes: { a: {} }, size: 3 });
     expect(guard.stats().size).toBe(3);
     expect(() => guard.for('b' as 'a')).toThrow(/^routeClass: /);
+  });
+});
+
+describe('statementTimeoutSlackMs', () => {
+  it('is 5 % of the budget, never under 10 ms nor over 100 ms', () => {
+    expect(statementTimeoutSlackMs(1_400)).toBe(70);
+    expect(statementTimeoutSlackMs(400)).toBe(20);
+    expect(statementTimeoutSlackMs(200)).toBe(10);
+    expect(statementTimeoutSlackMs(1)).toBe(10);
+    expect(statementTimeoutSlackMs(2_000)).toBe(100);
+    expect(statementTimeoutSlackMs(30_000)).toBe(100);
   });
 });
 
@@ -161,6 +193,110 @@ describeWithService('DATABASE_URL', 'guardPool against Postgres', (url) => {
       DeadlineExceededError,
     );
     expect(guard.stats()).toMatchObject({ inUse: 0, waiting: 0 });
+  });
+
+  it('spends no round trip on the timeout of a transaction, and one SET and one RESET around lone statements', async () => {
+    const pool = openPool(1);
+    const sent = countRoundTrips(pool);
+    const { rows: before } = await pool.query('SELECT current_setting($1) AS timeout', ['statement_timeout']);
+    const guard = guardPool(pool, { classes: { api: {} }, statementTimeoutMs: 20_000 });
+
+    // A transaction: the first SET LOCAL rides on the BEGIN, and COMMIT reverts it (no RESET).
+    sent.length = 0;
+    const inTransaction = await withTimeBudget(10_000, async () => {
+      const client = await guard.connect('api');
+      try {
+        await client.query('BEGIN');
+        const shown = await client.query('SELECT current_setting($1) AS timeout', ['statement_timeout']);
+        for (let i = 0; i < 3; i++) await client.query('SELECT $1::int AS i', [i]);
+        await client.query('COMMIT');
+        return (shown.rows[0] as { timeout: string }).timeout;
+      } finally {
+        await client.release();
+      }
+    });
+    expect(sent).toHaveLength(6);
+    expect(sent[0]).toMatch(/^BEGIN\n;SET LOCAL statement_timeout = \d+$/);
+    expect(sent.slice(1)).toEqual([
+      'SELECT current_setting($1) AS timeout',
+      'SELECT $1::int AS i',
+      'SELECT $1::int AS i',
+      'SELECT $1::int AS i',
+      'COMMIT',
+    ]);
+    // The timeout was in force inside the transaction: the deadline's, not the ceiling.
+    expect(Number.parseInt(inTransaction, 10)).toBeGreaterThan(9_000);
+    expect(Number.parseInt(inTransaction, 10)).toBeLessThanOrEqual(10_000);
+
+    // Statements outside a transaction on one client: one SET, then one RESET before release.
+    sent.length = 0;
+    await withTimeBudget(10_000, async () => {
+      const client = await guard.connect('api');
+      try {
+        for (let i = 0; i < 4; i++) await client.query('SELECT $1::int AS i', [i]);
+      } finally {
+        await client.release();
+      }
+    });
+    expect(sent).toHaveLength(6);
+    expect(sent[0]).toMatch(/^SET statement_timeout = \d+$/);
+    expect(sent.at(-1)).toBe('RESET statement_timeout');
+
+    // A lone statement: SET, the statement, RESET. Without a deadline the ceiling is set.
+    sent.length = 0;
+    await guard.query('api', 'SELECT 1 AS one');
+    expect(sent).toEqual(['SET statement_timeout = 20000', 'SELECT 1 AS one', 'RESET statement_timeout']);
+
+    // Plain pool users never inherit a guard's value, after a transaction or after lone statements.
+    const { rows: after } = await pool.query('SELECT current_setting($1) AS timeout', ['statement_timeout']);
+    expect(after).toEqual(before);
+    expect(guard.stats()).toMatchObject({ inUse: 0, waiting: 0 });
+  });
+
+  it('sets the timeout again only when the session would overrun the deadline by more than the slack', async () => {
+    const pool = openPool(1);
+    const sent = countRoundTrips(pool);
+    const clock = new FakeClock(1_000);
+    const guard = guardPool(pool, { classes: { api: {} }, statementTimeoutMs: 20_000, clock });
+    const deadline = clock.now() + 1_000;
+    const client = await guard.connect('api');
+    /** The `statement_timeout` statements sent for `text`, run `elapsedMs` later under the deadline. */
+    const step = async (elapsedMs: number, text = 'SELECT 1 AS one') => {
+      clock.advance(elapsedMs);
+      sent.length = 0;
+      await runWithDeadline(deadline, () => client.query(text));
+      return sent.filter((sentText) => /statement_timeout/.test(sentText));
+    };
+    try {
+      expect(await step(0)).toEqual(['SET statement_timeout = 1000']);
+      // 960 ms left, slack 48: the session's 1000 reaches 40 ms past the deadline, within it.
+      expect(await step(40)).toEqual([]);
+      // 940 ms left, slack 47: 60 ms past is too far.
+      expect(await step(20)).toEqual(['SET statement_timeout = 940']);
+      // Near the deadline the slack is its floor of 10 ms.
+      expect(await step(840)).toEqual(['SET statement_timeout = 100']);
+      expect(await step(10)).toEqual([]);
+      expect(await step(1)).toEqual(['SET statement_timeout = 89']);
+      // The session has exactly the value the guard believes.
+      sent.length = 0;
+      const shown = await runWithDeadline(deadline, () => client.query('SHOW statement_timeout'));
+      expect(shown.rows).toEqual([{ statement_timeout: '89ms' }]);
+      expect(sent).toEqual(['SHOW statement_timeout']);
+
+      // Inside a transaction, SET LOCAL; after COMMIT the session's own value is back in force.
+      expect(await step(50, 'BEGIN')).toEqual(['BEGIN\n;SET LOCAL statement_timeout = 39']);
+      expect(await step(0)).toEqual([]);
+      expect(await step(0, 'COMMIT')).toEqual([]);
+      expect(await step(0)).toEqual(['SET statement_timeout = 39']);
+      // A session value shorter than the budget would cancel a statement early: without a deadline
+      // the ceiling is set again, however far the session's value is below it.
+      sent.length = 0;
+      await client.query('SELECT 1 AS one');
+      expect(sent).toEqual(['SET statement_timeout = 20000', 'SELECT 1 AS one']);
+    } finally {
+      await client.release();
+    }
+    expect(sent.at(-1)).toBe('RESET statement_timeout');
   });
 
   it('runs a transaction on a guarded client, and destroys a client released mid-transaction', async () => {

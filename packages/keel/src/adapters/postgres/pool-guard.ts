@@ -4,15 +4,31 @@
  * needs, no request waits forever for a connection, and no statement outlives the request that
  * sent it.
  *
- * Statement timeouts are set per statement with `SET statement_timeout` on the session, to the
- * shorter of the ceiling and the request's remaining deadline, and reset with `RESET
+ * Every statement runs under a `statement_timeout` no longer than the ceiling and the request's
+ * remaining deadline: a server-side backstop, so that a statement left running by a request that
+ * has given up does not keep holding its connection and its locks. The guard tracks the value the
+ * session has and changes it only when it must, since each change is a round trip of its own:
+ *
+ * - when the session's value would cancel the statement before its budget ends (never earlier
+ *   than the caller allowed), or
+ * - when it would let the statement run past the deadline by more than a slack of
+ *   {@link statementTimeoutSlackMs}: 5 % of the remaining budget, at least 10 ms and at most
+ *   100 ms. The budget shrinks by a few ms with every statement; setting it again each time made
+ *   a quarter of a busy request's round trips, to move the backstop by less than the jitter of
+ *   one of them. A statement that does reach the backstop overruns its deadline by at most the
+ *   slack: 5 % keeps that small next to the budget, 10 ms is below the cost of the round trip a
+ *   `SET` would spend near the deadline, where the budget shrinks fastest in relative terms, and
+ *   100 ms bounds the overrun of long budgets.
+ *
+ * Inside a transaction the value is set with `SET LOCAL`, which Postgres reverts at `COMMIT` or
+ * `ROLLBACK`, and the first one rides on the `BEGIN` (`BEGIN; SET LOCAL …` in one simple-protocol
+ * message): a transaction costs no round trip for its timeout, and nothing needs resetting after
+ * it. Outside a transaction the value is set on the session with `SET`, and reset with `RESET
  * statement_timeout` before the connection goes back to the pool, so code that uses the pool
- * directly never inherits a guard's value. (`SET LOCAL` would need every single query wrapped in
- * `BEGIN … COMMIT`: two more round trips instead of one.) Inside a transaction the `SET` is
- * transactional like any other, and the reset on release covers both outcomes. A statement
- * Postgres cancels (SQLSTATE 57014) becomes a {@link StatementTimeoutError}; the connection stays
- * usable. A connection released in an unknown state — inside an open transaction, or after a
- * driver or network error — is destroyed (`release(err)`) instead of reused.
+ * directly never inherits a guard's value. A statement Postgres cancels (SQLSTATE 57014) becomes a
+ * {@link StatementTimeoutError}; the connection stays usable. A connection released in an unknown
+ * state — inside an open transaction, or after a driver or network error — is destroyed
+ * (`release(err)`) instead of reused.
  *
  * Answers: resource exhaustion — a heavy report exhausts the connection pool and even login waits.
  *
@@ -104,6 +120,8 @@ const QUERY_CANCELED = '57014';
 
 /** Statements that open a transaction. */
 const OPENS_TRANSACTION = /^\s*(BEGIN|START\s+TRANSACTION)\b/i;
+/** A lone `BEGIN` (no second statement in the text), which a `SET LOCAL` can follow in one message. */
+const LONE_BEGIN = /^\s*(BEGIN|START\s+TRANSACTION)\b[^;]*$/i;
 /** Statements that end a transaction. */
 const ENDS_TRANSACTION = /^\s*(COMMIT|END|ROLLBACK|ABORT)\b(?![^;]*\b(TO|PREPARED)\b)/i;
 /**
@@ -115,6 +133,35 @@ const TRANSACTION_CONTROL =
 /** `ROLLBACK` (to a savepoint, too) undoes a `SET` made inside the transaction. */
 const UNDOES_SETTINGS = /^\s*(ROLLBACK|ABORT)\b/i;
 
+/** The least slack of a statement timeout over the deadline, in ms. */
+const MIN_SLACK_MS = 10;
+/** The most slack of a statement timeout over the deadline, in ms. */
+const MAX_SLACK_MS = 100;
+/** The slack's share of the remaining budget. */
+const SLACK_SHARE = 0.05;
+
+/**
+ * How far past the request's deadline a session's `statement_timeout` may reach before the guard
+ * sets it again: 5 % of `budgetMs` (the milliseconds the next statement may run), at least 10 ms
+ * and at most 100 ms. See the module's documentation for why.
+ *
+ * @example
+ * statementTimeoutSlackMs(1_400); // 70: a session at 1 450 ms keeps its value for a 1 400 ms budget
+ * statementTimeoutSlackMs(90); // 10
+ */
+export function statementTimeoutSlackMs(budgetMs: number): number {
+  return Math.max(MIN_SLACK_MS, Math.min(MAX_SLACK_MS, budgetMs * SLACK_SHARE));
+}
+
+/** Whether a session at `currentMs` may run a statement whose budget is `budgetMs` as it is. */
+function covers(currentMs: number | undefined, budgetMs: number): boolean {
+  return (
+    currentMs !== undefined &&
+    currentMs >= budgetMs &&
+    currentMs - budgetMs <= statementTimeoutSlackMs(budgetMs)
+  );
+}
+
 /** The SQLSTATE of a Postgres error; undefined for a driver or network error. */
 function sqlState(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
@@ -124,9 +171,14 @@ function sqlState(error: unknown): string | undefined {
 /** One lease of a pooled connection and what the guard knows about its session. */
 class Lease {
   readonly client: GuardablePostgresClient;
-  /** The `statement_timeout` the session has now, or undefined when unknown. */
+  /** The `statement_timeout` in effect now, or undefined when unknown. */
   timeoutMs: number | undefined = undefined;
-  /** True once the guard changed `statement_timeout`, so the release must reset it. */
+  /**
+   * The session-level value the guard set, which a transaction's `SET LOCAL` reverts to; undefined
+   * when the session still has the pool's own value.
+   */
+  sessionTimeoutMs: number | undefined = undefined;
+  /** True once the guard changed the session-level `statement_timeout`, so the release must reset it. */
   touched = false;
   inTransaction = false;
   /** A driver or network error: the connection's state is unknown. */
@@ -249,7 +301,10 @@ export class PostgresPoolGuard<C extends string> {
     return new Lease(client);
   }
 
-  /** Runs one statement with its timeout set to the shorter of the ceiling and the deadline. */
+  /**
+   * Runs one statement under a timeout bounded by the ceiling and the deadline, changing the
+   * session's value only when it does not cover the statement (see {@link statementTimeoutSlackMs}).
+   */
   async #statement(
     routeClass: C,
     lease: Lease,
@@ -257,24 +312,33 @@ export class PostgresPoolGuard<C extends string> {
     values: unknown[] | undefined,
   ): Promise<PostgresQueryResult> {
     const shares = this.shares;
-    const control = TRANSACTION_CONTROL.test(text);
     let timeoutMs = lease.timeoutMs;
+    /** The `SET LOCAL` sent with a `BEGIN`, in the same message. */
+    let withBegin: number | undefined;
     const startedAt = shares.clock.now();
     try {
-      if (!control) {
+      if (!TRANSACTION_CONTROL.test(text)) {
         timeoutMs = this.#budget(startedAt);
-        if (timeoutMs !== lease.timeoutMs) {
-          lease.touched = true;
-          lease.timeoutMs = undefined;
-          await lease.client.query(`SET statement_timeout = ${timeoutMs}`);
-          lease.timeoutMs = timeoutMs;
-        }
+        if (!covers(lease.timeoutMs, timeoutMs)) await this.#setTimeout(lease, timeoutMs);
+      } else if (values === undefined && !lease.inTransaction && LONE_BEGIN.test(text)) {
+        // A deadline already passed is left to the transaction's first statement to refuse.
+        const left = currentDeadline() - startedAt;
+        const budget = left > 0 ? this.#budget(startedAt) : undefined;
+        if (budget !== undefined && !covers(lease.timeoutMs, budget)) withBegin = budget;
       }
-      const result =
-        values === undefined ? await lease.client.query(text) : await lease.client.query(text, values);
+      let result: PostgresQueryResult;
+      if (withBegin !== undefined) {
+        result = await this.#beginWithTimeout(lease, text, withBegin);
+      } else {
+        result =
+          values === undefined ? await lease.client.query(text) : await lease.client.query(text, values);
+      }
       if (OPENS_TRANSACTION.test(text)) lease.inTransaction = true;
-      else if (ENDS_TRANSACTION.test(text)) lease.inTransaction = false;
-      if (UNDOES_SETTINGS.test(text)) lease.timeoutMs = undefined;
+      else if (ENDS_TRANSACTION.test(text)) {
+        lease.inTransaction = false;
+        // `SET LOCAL` ends with the transaction: the session's own value is back.
+        lease.timeoutMs = lease.sessionTimeoutMs;
+      } else if (UNDOES_SETTINGS.test(text)) lease.timeoutMs = undefined;
       this.#emit('success', startedAt, undefined);
       return result;
     } catch (error) {
@@ -293,6 +357,36 @@ export class PostgresPoolGuard<C extends string> {
       this.#emit('failure', startedAt, error);
       throw error;
     }
+  }
+
+  /** Sets `statement_timeout`: for the transaction when one is open, otherwise for the session. */
+  async #setTimeout(lease: Lease, timeoutMs: number): Promise<void> {
+    lease.timeoutMs = undefined;
+    if (lease.inTransaction) {
+      await lease.client.query(`SET LOCAL statement_timeout = ${timeoutMs}`);
+    } else {
+      lease.touched = true;
+      lease.sessionTimeoutMs = undefined;
+      await lease.client.query(`SET statement_timeout = ${timeoutMs}`);
+      lease.sessionTimeoutMs = timeoutMs;
+    }
+    lease.timeoutMs = timeoutMs;
+  }
+
+  /** Opens a transaction and sets its timeout in one message; answers the `BEGIN`'s result. */
+  async #beginWithTimeout(lease: Lease, text: string, timeoutMs: number): Promise<PostgresQueryResult> {
+    let answered: unknown;
+    try {
+      // The line break ends a trailing `--` comment of the caller's text.
+      answered = await lease.client.query(`${text}\n;SET LOCAL statement_timeout = ${timeoutMs}`);
+    } catch (error) {
+      // Whether the `BEGIN` took effect is unknown: the connection must not be reused.
+      lease.broken = error;
+      throw error;
+    }
+    lease.timeoutMs = timeoutMs;
+    // Several statements in one message answer one result each.
+    return (Array.isArray(answered) ? answered[0] : answered) as PostgresQueryResult;
   }
 
   /** Milliseconds the next statement may run; refuses to start one when the deadline has passed. */
