@@ -11,6 +11,32 @@ const PIN_SQL = `INSERT INTO charge_targets (provider_key, provider, pinned_at) 
 
 const PINNED_SQL = 'SELECT provider FROM charge_targets WHERE provider_key = ?';
 
+const PIN_FIRST_SQL = `INSERT INTO charge_targets (provider_key, provider, pinned_at) VALUES (?, ?, ?)
+  ON CONFLICT (provider_key) DO NOTHING`;
+
+/** Where a charge's key stands after {@link pinFirstIn}. */
+export type FirstPin =
+  /** The key was pinned before, to `provider`: it may have been sent there. */
+  | { readonly pinnedBefore: string }
+  /** The key is pinned now, to `provider`, and was never sent anywhere. */
+  | { readonly pinnedNow: string };
+
+/**
+ * Pins `key` to `provider` in the caller's transaction unless it is pinned already, and says which.
+ * A first attempt pins its first choice with the order's move to `charging`, so the provider call
+ * needs no write of its own; a key pinned before keeps its pin, as a retry must go back there. A
+ * pin never sent is harmless: the routing may still fail over, and pins again where it goes.
+ *
+ * @example
+ * const pin = await pinFirstIn(db.join(handle), lease.derivedKey('charge'), 'a');
+ */
+export async function pinFirstIn(runner: SqlRunner, key: string, provider: string): Promise<FirstPin> {
+  if ((await runner.run(PIN_FIRST_SQL, [key, provider, Date.now()])) === 1) return { pinnedNow: provider };
+  const before = await pinnedIn(runner, key);
+  if (before === undefined) throw new Error(`charge_targets: the pin of ${key} vanished`);
+  return { pinnedBefore: before };
+}
+
 /**
  * The provider `key` is pinned to, read with `runner` (a transaction the caller has open).
  *

@@ -5,7 +5,8 @@
  * user can never read another's order by guessing its id.
  */
 import { randomUUID } from 'node:crypto';
-import type { SqlRunner } from './database.ts';
+import type { FirstPin } from './charge-targets.ts';
+import type { SqlParam, SqlRunner } from './database.ts';
 import { OrderNotFoundError, PaymentNotFoundError } from './domain-errors.ts';
 import type { ProviderCharge } from './provider-client.ts';
 
@@ -140,6 +141,95 @@ export async function findOrder(runner: SqlRunner, userId: string, orderId: stri
   return toOrder(row);
 }
 
+/**
+ * Moves the customer's order from `pending` to `charging` and answers it as it now is, in one
+ * statement; undefined when the order is not the customer's or not pending (read it to say why).
+ *
+ * @example
+ * const order = (await takeForCharge(tx, userId, orderId)) ?? refuse(await findOrder(tx, userId, orderId));
+ */
+export async function takeForCharge(
+  tx: SqlRunner,
+  userId: string,
+  orderId: string,
+): Promise<Order | undefined> {
+  const row = await tx.get<OrderRow>(
+    `UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND user_id = ? AND status = ?
+     RETURNING ${ORDER_COLUMNS}`,
+    ['charging', Date.now(), orderId, userId, 'pending'],
+  );
+  return row === undefined ? undefined : toOrder(row);
+}
+
+/**
+ * Postgres only: {@link takeForCharge} and the provider key's first pin (see `pinFirstIn`) in one
+ * statement, one round trip fewer inside the charge's first transaction. The pin is written only
+ * when the order was taken; `pinned_before` reads the statement's snapshot, so it is the pin the key
+ * had before (a key released by the completer), and `pinned_now` the one just written.
+ */
+const TAKE_AND_PIN_SQL = `WITH taken AS (
+    UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND user_id = ? AND status = ?
+    RETURNING ${ORDER_COLUMNS}
+  ), pinned AS (
+    INSERT INTO charge_targets (provider_key, provider, pinned_at) SELECT ?, ?, ? FROM taken
+    ON CONFLICT (provider_key) DO NOTHING RETURNING provider
+  )
+  SELECT taken.*, (SELECT provider FROM pinned) AS pinned_now,
+    (SELECT provider FROM charge_targets WHERE provider_key = ?) AS pinned_before
+  FROM taken`;
+
+/**
+ * Postgres only: takes the customer's pending order for a charge and pins `key` to `provider`
+ * unless it is pinned already, in one statement; undefined when the order was not taken (nothing
+ * is pinned then).
+ *
+ * @example
+ * const taken = await takeForChargeAndPin(tx, userId, orderId, lease.derivedKey('charge'), 'a');
+ */
+export async function takeForChargeAndPin(
+  tx: SqlRunner,
+  userId: string,
+  orderId: string,
+  key: string,
+  provider: string,
+): Promise<{ readonly order: Order; readonly pin: FirstPin } | undefined> {
+  const now = Date.now();
+  const row = await tx.get<OrderRow & { pinned_now: string | null; pinned_before: string | null }>(
+    TAKE_AND_PIN_SQL,
+    ['charging', now, orderId, userId, 'pending', key, provider, now, key],
+  );
+  if (row === undefined) return undefined;
+  let pin: FirstPin;
+  if (row.pinned_now !== null) pin = { pinnedNow: row.pinned_now };
+  else if (row.pinned_before !== null) pin = { pinnedBefore: row.pinned_before };
+  else throw new Error(`charge_targets: the pin of ${key} vanished`);
+  return { order: toOrder(row), pin };
+}
+
+/**
+ * Postgres only: the payment and the order's move to `paid` in one statement (see
+ * {@link insertPayment}, {@link moveOrder}), one round trip fewer in the charge's last transaction.
+ *
+ * @example
+ * const payment = await insertPaymentOfPaidOrder(db.join(handle), orderId, charge);
+ */
+export async function insertPaymentOfPaidOrder(
+  tx: SqlRunner,
+  orderId: string,
+  charge: ProviderCharge,
+): Promise<Payment> {
+  const payment = newPayment(orderId, charge);
+  await tx.run(
+    `WITH paid AS (
+       UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND status IN (?, ?) RETURNING id
+     )
+     INSERT INTO payments (id, order_id, provider, provider_charge_id, amount, currency, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    ['paid', payment.createdAt, orderId, 'pending', 'charging', ...paymentValues(payment)],
+  );
+  return payment;
+}
+
 /** Moves the order to `status`, only from one of `from`; resolves with whether it moved. */
 export async function moveOrder(
   tx: SqlRunner,
@@ -161,7 +251,16 @@ export async function insertPayment(
   orderId: string,
   charge: ProviderCharge,
 ): Promise<Payment> {
-  const payment: Payment = {
+  const payment = newPayment(orderId, charge);
+  await tx.run(
+    'INSERT INTO payments (id, order_id, provider, provider_charge_id, amount, currency, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    paymentValues(payment),
+  );
+  return payment;
+}
+
+function newPayment(orderId: string, charge: ProviderCharge): Payment {
+  return {
     id: `pay_${randomUUID()}`,
     orderId,
     provider: charge.provider,
@@ -170,19 +269,19 @@ export async function insertPayment(
     currency: charge.currency,
     createdAt: Date.now(),
   };
-  await tx.run(
-    'INSERT INTO payments (id, order_id, provider, provider_charge_id, amount, currency, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    [
-      payment.id,
-      orderId,
-      payment.provider,
-      payment.providerChargeId,
-      payment.amount,
-      payment.currency,
-      payment.createdAt,
-    ],
-  );
-  return payment;
+}
+
+/** A payment's values in the column order of the `INSERT INTO payments` statements. */
+function paymentValues(payment: Payment): SqlParam[] {
+  return [
+    payment.id,
+    payment.orderId,
+    payment.provider,
+    payment.providerChargeId,
+    payment.amount,
+    payment.currency,
+    payment.createdAt,
+  ];
 }
 
 /** The user's payment, or {@link PaymentNotFoundError}. */

@@ -52,10 +52,13 @@ function poolClasses(size: number) {
  * Connections the pool keeps beyond the guarded share, in guarded mode, for Keel's own stores —
  * idempotency records, the outbox relay, the inbox — which take the pool itself. Without them those
  * statements draw on the very connections the guard hands out, and the guard, believing them free,
- * admits requests that then wait in the driver's queue until their acquire timeout.
+ * admits requests that then wait in the driver's queue until their acquire timeout. As many as the
+ * share: every charge's claim and recovery points go through them, beside the relay, the inbox and
+ * retries waiting on a held key, and half as many left charges at the provider waiting in the
+ * driver's queue to save their recovery point.
  */
 function storeHeadroom(poolSize: number): number {
-  return Math.max(2, Math.ceil(poolSize / 2));
+  return Math.max(2, poolSize);
 }
 
 /** A connection for one transaction, whichever pool hands it out. */

@@ -1,10 +1,19 @@
 /**
  * @module
  * How a guarded charge reaches a provider, all of it Keel's policies: the whole call runs under a
- * deadline; each provider has its own circuit breaker and its own retry budget, retries safe errors
- * (the provider key makes a retry of a lost response harmless) and bounds each attempt with a
- * timeout — the provider's answer only, never our own write that pins the key to it; and failover
- * moves to provider B when A refused the call or is known to be down.
+ * deadline; each provider has its own circuit breaker, its own bulkhead and its own retry budget,
+ * retries safe errors (the provider key makes a retry of a lost response harmless) and bounds each
+ * attempt with a timeout — the provider's answer only, never our own write that pins the key to it;
+ * and failover moves to provider B when A refused the call, is known to be down, or already holds
+ * as many calls as a healthy provider ever needs.
+ *
+ * A provider that starts hanging is the costly case: every charge sent to it before its breaker
+ * opens stays unknown, since its outcome cannot be learned in time and it is never failed over. So
+ * the number of those charges is bounded twice. The bulkhead lets only a few calls wait on one
+ * provider at once — a charge that finds them all taken was never sent and goes to B at once — and
+ * the breaker opens after a few failures in a row instead of a share of a long window, so it trips
+ * as soon as the held calls time out. The attempt timeout can then stay well above the longest
+ * stall of a busy machine: a longer timeout delays the trip, but no longer lets more charges in.
  *
  * Failover never follows a timeout or a dropped connection: A may have charged, and B would charge
  * again under a key A never saw. Those stay unknown, and the recovery looks the charge up at every
@@ -12,6 +21,7 @@
  */
 import {
   AllTargetsFailedError,
+  bulkhead,
   type CircuitBreakerPolicy,
   circuitBreaker,
   deadline,
@@ -57,12 +67,13 @@ export interface ProviderRouting {
   /**
    * Charges at the first provider that takes it, with `idempotencyKey` at each. `pinnedTo` is where
    * the key is pinned (`null`: nowhere) when the caller has just read it in its own transaction;
-   * without it the routing reads it.
+   * without it the routing reads it. `pinnedUnsent` is where the caller pinned a key never sent
+   * (with `pinnedTo: null`): failover still applies, and a call there needs no second write.
    */
   charge(
     request: ChargeRequest,
     idempotencyKey: string,
-    options?: { readonly pinnedTo?: string | null },
+    options?: { readonly pinnedTo?: string | null; readonly pinnedUnsent?: string },
   ): Promise<ProviderCharge>;
   /** The charge made with `idempotencyKey` at any provider, or `undefined` if none made one. */
   lookup(idempotencyKey: string): Promise<ProviderCharge | undefined>;
@@ -72,6 +83,21 @@ export interface ProviderRouting {
 
 /** A provider asked us to come back later than this: go elsewhere now instead of waiting. */
 const LONGEST_RETRY_AFTER_MS = 500;
+
+/**
+ * Calls one provider may hold at once. A healthy provider answers a charge in tens of ms, so fifty
+ * charges a second keep one or two slots busy; a charge that finds them all taken goes to the other
+ * provider untried, which is safe, instead of joining calls that may be hanging. The slots are what
+ * a hang can catch: about this many charges wait on a hanging provider before its breaker opens.
+ */
+export const PROVIDER_MAX_CONCURRENT_CALLS = 4;
+
+/**
+ * Failures in a row that open a provider's breaker. A hanging provider fails every call, so its
+ * held calls time out one after another and trip it at once; a provider losing one response in five
+ * (a failure each time) fails this many times in a row about once in three thousand calls.
+ */
+export const PROVIDER_FAILURES_TO_OPEN = 5;
 
 /**
  * The provider certainly did not take the call: it refused it (an open breaker, 429, 503), or it was
@@ -99,9 +125,7 @@ export function providerRouting(options: ProviderRoutingOptions): ProviderRoutin
     const name = `provider-${client.name}`;
     const breaker = circuitBreaker({
       name,
-      window: { kind: 'count', size: 20 },
-      minimumCalls: 4,
-      failureRateThreshold: 0.5,
+      window: { kind: 'consecutive', size: PROVIDER_FAILURES_TO_OPEN },
       openMs: 5_000,
       openBackoff: { factor: 2, maxMs: 60_000 },
       isFailure: (error) => !(typeof error === 'object' && error !== null && pinFailures.has(error)),
@@ -123,6 +147,9 @@ export function providerRouting(options: ProviderRoutingOptions): ProviderRoutin
           ...telemetry,
         }),
         breaker,
+        // Inside the breaker: a charge refused here never reached the provider and is no failure of
+        // it (a rejection counts neither way); an open breaker refuses before taking a slot.
+        bulkhead({ name, maxConcurrent: PROVIDER_MAX_CONCURRENT_CALLS, ...telemetry }),
       ),
       // Only the provider's own answer is timed: the pin before it is a write of ours, which a slow
       // pool may delay without the provider being any slower.
@@ -143,7 +170,7 @@ export function providerRouting(options: ProviderRoutingOptions): ProviderRoutin
         // whose response was lost.
         let inDoubt = false;
         // Where the key is pinned already: a retry there needs no second write.
-        let pinnedHere = pinned;
+        let pinnedHere = pinned ?? chargeOptions.pinnedUnsent;
         const call = async (target: (typeof targets)[number], attemptContext: ExecutionContext) => {
           if (pinnedHere !== target.client.name) {
             try {
