@@ -222,6 +222,8 @@ interface ReplayDatabase {
   inbox(): InboxStore | undefined;
   /** Ids of payments without an invoice, oldest first, and how many there are. */
   paymentsWithoutInvoice(limit: number): Promise<{ ids: string[]; total: number }>;
+  /** Whether the payment has its invoice now. */
+  hasInvoice(paymentId: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -230,6 +232,8 @@ const REQUIRED_TABLES = ['payments', 'invoices', OUTBOX_TABLE];
 const MISSING_SQL = `SELECT p.id, count(*) OVER () AS total FROM payments p
  WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.payment_id = p.id)
  ORDER BY p.created_at LIMIT `;
+
+const HAS_INVOICE_SQL = 'SELECT 1 AS found FROM invoices WHERE payment_id = ';
 
 function notAServiceDatabase(db: string, missing: readonly string[]): ReplayDatabaseError {
   return new ReplayDatabaseError(
@@ -268,6 +272,7 @@ function openSqlite(path: string): ReplayDatabase {
       const rows = db.prepare(`${MISSING_SQL}?`).all(limit) as { id: string; total: number }[];
       return { ids: rows.map((row) => row.id), total: Number(rows[0]?.total ?? 0) };
     },
+    hasInvoice: async (paymentId) => db.prepare(`${HAS_INVOICE_SQL}? LIMIT 1`).get(paymentId) !== undefined,
     close: async () => db.close(),
   };
 }
@@ -301,6 +306,8 @@ async function openPostgres(url: string): Promise<ReplayDatabase> {
       const { rows } = await pool.query<{ id: string; total: string }>(`${MISSING_SQL}$1`, [limit]);
       return { ids: rows.map((row) => row.id), total: Number(rows[0]?.total ?? 0) };
     },
+    hasInvoice: async (paymentId) =>
+      (await pool.query(`${HAS_INVOICE_SQL}$1 LIMIT 1`, [paymentId])).rows.length > 0,
     close: () => pool.end(),
   };
 }
@@ -365,9 +372,14 @@ async function chooseMissingInvoices(db: ReplayDatabase, options: ReplayOptions)
     });
     if (events.length === 0) notReplayable.push(paymentId);
     for (const event of events) {
-      // Handled already, and its invoice gone since: sending it again would only be skipped.
-      if ((await inbox?.isProcessed(INVOICE_GROUP, event.id)) === true) consumed.push(paymentId);
-      else ids.push(event.id);
+      if ((await inbox?.isProcessed(INVOICE_GROUP, event.id)) !== true) {
+        ids.push(event.id);
+        continue;
+      }
+      // Handled already. The consumer writes the invoice with its inbox row, so either it handled
+      // the event since the list was read (the invoice is there now: nothing to repair), or the
+      // invoice is gone since: sending the event again would only be skipped.
+      if (!(await db.hasInvoice(paymentId))) consumed.push(paymentId);
     }
   }
   return { ids, notReplayable, paymentsWithoutInvoice: missing.total, consumedWithoutInvoice: consumed };
