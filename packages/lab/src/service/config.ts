@@ -6,6 +6,8 @@
  * with a message that names the setting at fault — a bad URL fails the process before it listens.
  */
 
+import { MAX_CONCURRENT_CHARGES } from './guarded-charge.ts';
+
 /** Which strategies the one codebase runs with. */
 export type ServiceMode = 'guarded' | 'naive';
 
@@ -76,6 +78,8 @@ export interface ServiceConfig {
   readonly abandonedLimit: number;
   /** Time between two sweeps of the completer (guarded mode), in ms. */
   readonly completerIntervalMs: number;
+  /** Charges one instance runs at once in guarded mode; the others wait their turn, then get a 503. */
+  readonly maxConcurrentCharges: number;
   /** Time between two runs of the sales report job, in ms. */
   readonly reportIntervalMs: number;
   /** How often the invoice consumer checks in with its heartbeat, in ms. */
@@ -115,6 +119,7 @@ export interface ServiceConfigInput {
   chargeLeaseMs?: number;
   abandonedLimit?: number;
   completerIntervalMs?: number;
+  maxConcurrentCharges?: number;
   reportIntervalMs?: number;
   consumerHeartbeatMs?: number;
   lab?: boolean;
@@ -153,6 +158,7 @@ const DEFAULTS = Object.freeze({
   chargeLeaseMs: 30_000,
   abandonedLimit: 10,
   completerIntervalMs: 15_000,
+  maxConcurrentCharges: MAX_CONCURRENT_CHARGES,
   reportIntervalMs: 3_600_000,
   consumerHeartbeatMs: 60_000,
   lab: false,
@@ -286,6 +292,12 @@ export function serviceConfig(input: ServiceConfigInput): ServiceConfig {
       10,
       DAY_MS,
     ),
+    maxConcurrentCharges: integer(
+      'maxConcurrentCharges',
+      input.maxConcurrentCharges ?? DEFAULTS.maxConcurrentCharges,
+      1,
+      10_000,
+    ),
     reportIntervalMs: integer(
       'reportIntervalMs',
       input.reportIntervalMs ?? DEFAULTS.reportIntervalMs,
@@ -314,6 +326,7 @@ const NUMERIC_FLAGS: Readonly<Record<string, keyof ServiceConfigInput>> = {
   '--invoice-grace': 'invoiceGraceMs',
   '--charge-lease': 'chargeLeaseMs',
   '--completer-interval': 'completerIntervalMs',
+  '--max-charges': 'maxConcurrentCharges',
   '--report-interval': 'reportIntervalMs',
 };
 

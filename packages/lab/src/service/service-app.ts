@@ -182,7 +182,13 @@ export async function buildService(config: ServiceConfig): Promise<Service> {
       deadlineMs: config.requestTimeoutMs,
       telemetry: metrics.keel.policy,
     });
-    charges = guardedCharge({ db, routing, outbox, metrics: metrics.domain });
+    charges = guardedCharge({
+      db,
+      routing,
+      outbox,
+      metrics: metrics.domain,
+      maxConcurrentCharges: config.maxConcurrentCharges,
+    });
     completer = abandonedChargeSweep({
       engine,
       db,
