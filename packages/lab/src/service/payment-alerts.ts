@@ -67,8 +67,7 @@ export function replayAlerts(db: string): ReplayAlerts {
   const replay = `\`${replayMissingInvoicesCommand(db)}\``;
   const inbox =
     'it re-sends each payment.completed under its original event id, and the inbox skips any already handled';
-  const backfill =
-    'payments whose event was consumed and still lack an invoice it lists for keel backfill invoices --since 24h';
+  const backfill = `payments whose event was consumed and still lack an invoice it lists: for those, run \`keel backfill invoices --db ${shellWord(db)} --since 24h\``;
   return {
     paymentsWithoutInvoice: defineAlert({
       what: 'Payments without an invoice',
