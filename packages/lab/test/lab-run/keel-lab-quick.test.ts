@@ -34,6 +34,8 @@ const SCENARIOS = ['cascade', 'partial', 'duplicates', 'silent'];
 const QUICK_BUDGET_MS = 90_000;
 /** How long the command may take before the test gives up on it, on a machine under load. */
 const LAB_TIMEOUT_MS = 480_000;
+/** Whole runs the test may make: a failed one is played once more (see the `beforeAll`). */
+const LAB_ATTEMPTS = 2;
 /** The settings the command ran each scenario with, for the figures derived from a scenario's plan. */
 const QUICK_SETTINGS: ScenarioSettings = { quick: true, seed: SEED, workDirectory: '' };
 
@@ -176,8 +178,9 @@ describe('keel lab --quick, the whole failure lab', () => {
   let output = '';
   let outputShown = false;
 
-  beforeAll(async () => {
-    run = await new Promise<LabRun>((resolve, reject) => {
+  const runOnce = () =>
+    new Promise<LabRun>((resolve, reject) => {
+      output = '';
       child = spawn(
         process.execPath,
         [
@@ -201,7 +204,19 @@ describe('keel lab --quick, the whole failure lab', () => {
       child.on('error', reject);
       child.on('close', (code, signal) => resolve({ code, signal }));
     });
-  }, LAB_TIMEOUT_MS);
+
+  // The guarded cascade's login p99 is held to 2× a no-fault p99 of 15–30 ms, on two cores shared
+  // with the lab's own processes: a stall of a few hundred ms can land in one phase and not the
+  // other. So a failed run is played once more, whole, and the second is judged; a real regression
+  // fails both. The first run's misses are printed, so a flaky bar stays visible.
+  beforeAll(async () => {
+    for (let attempt = 1; attempt <= LAB_ATTEMPTS; attempt++) {
+      run = await runOnce();
+      if (run.code === 0 || attempt === LAB_ATTEMPTS) break;
+      const missed = output.split('\n').filter((line) => line.includes('✗') || /^FAIL /.test(line));
+      console.warn(`keel lab --quick run ${attempt} failed (${JSON.stringify(run)}):\n${missed.join('\n')}`);
+    }
+  }, LAB_ATTEMPTS * LAB_TIMEOUT_MS);
 
   afterAll(() => {
     // Given up on by the hook's timeout: SIGTERM lets the lab stop the services it started.

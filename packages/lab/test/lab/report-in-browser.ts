@@ -210,9 +210,11 @@ export async function expectReportInBrowser(options: ReportInBrowserOptions): Pr
         chart.counts.some((series) => series.near > MIN_SERIES_PIXELS),
         `${chart.id} shows no series`,
       ).toBe(true);
+      // A series that shows above the ones drawn after it left ink of its own; where it shows only
+      // a little (a p95 a hair over the p99 here and there), that ink is a few pixels, so any counts.
       chart.counts.forEach((series, index) => {
         if (!showsAbove(series.values, chart.counts.slice(index + 1), chart)) return;
-        expect(series.near, `${chart.id} ${series.series}`).toBeGreaterThan(MIN_SERIES_PIXELS);
+        expect(series.near, `${chart.id} ${series.series}`).toBeGreaterThan(0);
       });
     }
 
