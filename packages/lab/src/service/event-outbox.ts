@@ -54,7 +54,10 @@ export async function eventOutbox(options: EventOutboxOptions): Promise<EventOut
       ? sqliteOutbox({ db: driver.db, table: OUTBOX_TABLE, ...telemetry })
       : postgresOutbox({ pool: driver.pool, table: OUTBOX_TABLE, ...telemetry });
   if ('ensureSchema' in store && driver.dialect === 'postgres') await store.ensureSchema();
-  const relay = outboxRelay({ store, transport, pollIntervalMs: 250, ...telemetry });
+  // The events a killed instance had claimed wait for its lease to run out before another relay
+  // takes them, and their invoices wait with them: publishing takes milliseconds here, so a 10 s
+  // lease (above the in-process transport's 5 s confirmation timeout) keeps that gap short.
+  const relay = outboxRelay({ store, transport, pollIntervalMs: 250, leaseMs: 10_000, ...telemetry });
   let started = false;
   return {
     async append(tx, event) {

@@ -23,7 +23,9 @@ export interface OpenTransport {
  */
 export async function openTransport(broker: BrokerConfig, channel: string): Promise<OpenTransport> {
   if (broker.kind === 'in-process') {
-    const transport = inProcessTransport({ confirm: 'settled' });
+    // A publish waits for the invoice consumer to settle the event, which takes milliseconds; 5 s is
+    // generous, and stays below the relay's lease (see event-outbox.ts).
+    const transport = inProcessTransport({ confirm: 'settled', confirmTimeoutMs: 5_000 });
     return { transport, close: () => transport.close() };
   }
   if (broker.kind === 'nats') {
