@@ -70,7 +70,7 @@ import { postgresOutbox } from 'keel/postgres';
 import { sqliteOutbox } from 'keel/sqlite';
 import pg from 'pg';
 import { StatementBatch } from '../src/adapters/postgres/statement-batch.ts';
-import { GroupCommit } from '../src/adapters/sqlite/group-commit.ts';
+import { groupedSqliteAppends } from './grouped-sqlite-appends.ts';
 import type { ProducerReport, ProducerRun } from './sqlite-producer-worker.ts';
 
 const json = process.argv.includes('--json');
@@ -142,9 +142,7 @@ async function sqliteSetup(): Promise<Setup> {
   // relay starts.
   const producerDb = new DatabaseSync(path, { timeout: 5_000 });
   producerDb.exec('PRAGMA synchronous = NORMAL');
-  const groupCommit = new GroupCommit(producerDb);
-  let transactions = 0;
-  let counted = false;
+  const appends = groupedSqliteAppends(producerDb, store);
   const producer = PRODUCER_THREAD
     ? new Worker(new URL('./sqlite-producer-worker.ts', import.meta.url), { workerData: { path } })
     : undefined;
@@ -173,25 +171,9 @@ async function sqliteSetup(): Promise<Setup> {
     },
     async produce(rate, total, committed) {
       if (producer === undefined) {
-        const before = transactions;
-        const produced = await produceHere(rate, total, committed, (event) =>
-          groupCommit
-            .run(() => {
-              // The writes of one group run back to back, with no microtask in between: the first
-              // one counts the group's transaction.
-              if (!counted) {
-                counted = true;
-                transactions++;
-                queueMicrotask(() => {
-                  counted = false;
-                });
-              }
-              // `append` writes synchronously on a sqlite handle; its promise carries the outcome.
-              return store.append(producerDb, event);
-            })
-            .then(() => undefined),
-        );
-        return { produced, transactions: transactions - before };
+        const before = appends.transactions;
+        const produced = await produceHere(rate, total, committed, (event) => appends.append(event));
+        return { produced, transactions: appends.transactions - before };
       }
       return new Promise((resolve, reject) => {
         const onMessage = (report: ProducerReport) => {

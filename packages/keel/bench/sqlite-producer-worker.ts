@@ -13,7 +13,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { type NewOutboxEvent, uuidv7 } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
-import { GroupCommit } from '../src/adapters/sqlite/group-commit.ts';
+import { groupedSqliteAppends } from './grouped-sqlite-appends.ts';
 
 /** What the benchmark hands the thread at start. */
 export interface ProducerInit {
@@ -38,7 +38,7 @@ const { path } = workerData as ProducerInit;
 const db = new DatabaseSync(path, { timeout: 5_000 });
 db.exec('PRAGMA synchronous = NORMAL');
 const store = sqliteOutbox({ db });
-const groupCommit = new GroupCommit(db);
+const grouped = groupedSqliteAppends(db, store);
 
 function newEvent(i: number): NewOutboxEvent {
   return {
@@ -52,8 +52,7 @@ function newEvent(i: number): NewOutboxEvent {
 
 async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
   let issued = 0;
-  let transactions = 0;
-  let counted = false;
+  const transactionsBefore = grouped.transactions;
   /** Ids committed since the last report: one message per commit, not per event. */
   let committed: string[] = [];
   let reportQueued = false;
@@ -72,26 +71,14 @@ async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
         owed -= 1;
         const event = newEvent(issued++);
         appends.push(
-          groupCommit
-            .run(() => {
-              // The writes of one group run back to back: the first one counts the transaction.
-              if (!counted) {
-                counted = true;
-                transactions++;
-                queueMicrotask(() => {
-                  counted = false;
-                });
-              }
-              return store.append(db, event);
-            })
-            .then(() => {
-              // Every append of a group settles in the same turn, right after its COMMIT.
-              committed.push(event.id as string);
-              if (!reportQueued) {
-                reportQueued = true;
-                queueMicrotask(report);
-              }
-            }),
+          grouped.append(event).then(() => {
+            // Every append of a group settles in the same turn, right after its COMMIT.
+            committed.push(event.id as string);
+            if (!reportQueued) {
+              reportQueued = true;
+              queueMicrotask(report);
+            }
+          }),
         );
       }
       if (issued >= total) {
@@ -102,7 +89,11 @@ async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
   });
   await Promise.all(appends);
   const produced = total / ((performance.now() - started) / 1000);
-  port.postMessage({ kind: 'done', produced, transactions } satisfies ProducerReport);
+  port.postMessage({
+    kind: 'done',
+    produced,
+    transactions: grouped.transactions - transactionsBefore,
+  } satisfies ProducerReport);
 }
 
 port.on('message', (run: ProducerRun | 'close') => {
