@@ -112,7 +112,9 @@ describeWithService('DATABASE_URL', 'PostgreSQL relays', (url) => {
     expect((await store.gauges()).unpublished).toBeGreaterThan(0);
     // The dead relay's lease runs out; a new relay process takes over.
     await new Promise((resolve) => setTimeout(resolve, 350));
-    const restarted = await runWorker([url, table, '300']);
+    // A long lease for the new relay: on a slow machine a 300 ms one could run out between its own
+    // publishes and their mark, and it would publish its own batch twice.
+    const restarted = await runWorker([url, table, '10000']);
     expect(restarted.code, restarted.stderr).toBe(0);
     const { rows } = await pool.query(
       `SELECT event_id, count(*)::int AS copies FROM "${table}_received" GROUP BY event_id`,
@@ -121,8 +123,10 @@ describeWithService('DATABASE_URL', 'PostgreSQL relays', (url) => {
     expect(new Set(rows.map((row) => row.event_id))).toEqual(new Set(events.map((e) => e.id)));
     expect(events.every((e) => e.publishedAt !== null)).toBe(true);
     const duplicates = rows.reduce((sum, row) => sum + (row.copies - 1), 0);
-    // At most the crashed batch can be published twice.
-    expect(duplicates).toBeLessThanOrEqual(10);
+    // Only what the killed relay published and had not yet marked is published twice: at least the
+    // publish it died on, at most its 17 publishes (two batches can be in flight at once).
+    expect(duplicates).toBeGreaterThanOrEqual(1);
+    expect(duplicates).toBeLessThanOrEqual(17);
     // Per aggregate, the first copy of each event arrived in append order.
     const { rows: firsts } = await pool.query(
       `SELECT DISTINCT ON (event_id) event_id, aggregate_id, n, seq FROM "${table}_received" ORDER BY event_id, seq`,
