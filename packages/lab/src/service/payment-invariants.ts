@@ -74,14 +74,20 @@ function paymentsWithoutInvoiceSql(now: string, graceMs: number): string {
 
 // Every event appended in the window counts, sent or not: with a transport that confirms only once
 // the consumer settled the event, a stopped consumer leaves its events unpublished in the outbox.
+// The window's start is a subquery, computed once: Postgres evaluates `clock_timestamp()` afresh
+// for every row otherwise, and cannot then use the `created_at` index to skip the older events the
+// outbox keeps for replay (a 1-hour window over 28,000 events: 71 ms rather than 502 ms).
 const paymentEvents = (now: string) =>
-  `e.type = '${PAYMENT_COMPLETED}' AND e.created_at >= ${now} - ${FLOW_WINDOW_MS}`;
+  `e.type = '${PAYMENT_COMPLETED}' AND e.created_at >= (SELECT ${now}) - ${FLOW_WINDOW_MS}`;
 
+// The inbox is probed per event through its primary key, as a scalar subquery the planner cannot
+// turn into a join: as an anti-join, statistics that lag a fast-growing table (a load test's first
+// minute) led Postgres to a nested loop over the whole inbox per event — 25 s for 10,000 events.
 function unconsumedSql(now: string): string {
   return `SELECT e.id, ${now} - e.created_at AS age_ms, count(*) OVER () AS total
   FROM ${OUTBOX_TABLE} e
  WHERE ${paymentEvents(now)}
-   AND NOT EXISTS (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id)
+   AND (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id LIMIT 1) IS NULL
  ORDER BY e.created_at LIMIT ${SAMPLE}`;
 }
 
