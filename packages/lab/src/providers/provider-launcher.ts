@@ -25,7 +25,10 @@ export interface StartProviderOptions {
   port?: number;
   /** @default '127.0.0.1' */
   host?: string;
-  /** Give up when the process has not printed its address by then. @default 10000 */
+  /**
+   * Give up when the process has not printed its address by then: generous, since a machine whose
+   * host takes its cycles back can take seconds to start a process. @default 30000
+   */
   startTimeoutMs?: number;
   /** After SIGTERM, wait this long for a clean exit before SIGKILL. @default 5000 */
   stopTimeoutMs?: number;
@@ -68,7 +71,7 @@ const PROVIDER_PROCESS = fileURLToPath(new URL('./provider-process.ts', import.m
  * await a.stop();
  */
 export async function startProvider(options: StartProviderOptions): Promise<RunningProvider> {
-  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  const startTimeoutMs = options.startTimeoutMs ?? 30_000;
   const stopTimeoutMs = options.stopTimeoutMs ?? 5_000;
   for (const [name, value] of [
     ['startTimeoutMs', startTimeoutMs],
