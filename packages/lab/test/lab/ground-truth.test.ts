@@ -111,6 +111,34 @@ describe('the ground-truth checker (a crafted sqlite database and a real provide
     expect(truth.extraCharges).toBe(104);
   });
 
+  it('counts a run of 200,000 orders (the full partial run on Postgres charges 100,000 a mode)', async () => {
+    const count = 200_000;
+    const db = new DatabaseSync(dbPath);
+    const order = db.prepare("INSERT INTO orders VALUES (?, 'u1', 1000, 'eur', NULL, 'paid', 0, 0)");
+    const payment = db.prepare("INSERT INTO payments VALUES (?, ?, 'a', ?, 1000, 'eur', 0)");
+    const invoice = db.prepare("INSERT INTO invoices VALUES (?, ?, ?, 'u1@example.com', 1000, 'eur', 0)");
+    const orderIds: string[] = [];
+    db.exec('BEGIN');
+    for (let i = 0; i < count; i++) {
+      const id = `ord_bulk_${i}`;
+      orderIds.push(id);
+      order.run(id);
+      payment.run(`pay_bulk_${i}`, id, `ch_bulk_${i}`);
+      invoice.run(`inv_bulk_${i}`, `pay_bulk_${i}`, id);
+    }
+    db.exec('COMMIT');
+    db.close();
+    const truth = await checkGroundTruth({ providers: [], db: dbPath, orderIds, acknowledged: orderIds });
+    expect(truth).toMatchObject({
+      orders: count,
+      payments: count,
+      paymentsWithoutInvoice: 0,
+      duplicateInvoices: 0,
+      maxInvoicesPerOrder: 1,
+      acknowledged: count,
+    });
+  });
+
   it('fails with GroundTruthError when a ledger or the database cannot be read', async () => {
     await expect(
       checkGroundTruth({
