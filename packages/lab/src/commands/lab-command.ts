@@ -1,6 +1,6 @@
 /**
  * @module
- * `keel lab [scenario…] [--quick] [--seed N] [--db postgres://…] [--broker nats://…|amqp://…]`:
+ * `keel lab [scenario…] [--quick] [--seed N] [--pace auto|P] [--db postgres://…] [--broker nats://…|amqp://…]`:
  * the failure lab. Each scenario runs naive then guarded; the scoreboard is printed and the report
  * written to `--report` (default `lab-report/`). Exits 0 when every scenario passed its bars, 1
  * otherwise.
@@ -21,6 +21,9 @@ lab-report/index.html and lab-report/results.json.
 Options:
   --quick              a short run (for tests and CI)
   --seed N             makes a run repeatable (default 1)
+  --pace auto|P        share of the nominal load rates, 0.3 to 1, each load phase stretched by as
+                       much; auto measures before each scenario how much CPU this machine gives
+                       the lab and paces it to that (default auto)
   --db URL             postgres://… for the service's database (default: a sqlite file)
   --broker URL         nats://… or amqp://… for events (default: in-process)
   --report DIR         where the report goes (default lab-report)
@@ -31,6 +34,7 @@ Options:
       options: {
         quick: { type: 'boolean', default: false },
         seed: { type: 'string', default: '1' },
+        pace: { type: 'string', default: 'auto' },
         db: { type: 'string' },
         broker: { type: 'string' },
         report: { type: 'string', default: 'lab-report' },
@@ -42,6 +46,7 @@ Options:
       scenarios: positionals,
       quick: values.quick,
       seed: Number(values.seed),
+      pace: values.pace === 'auto' ? 'auto' : Number(values.pace),
       reportDirectory: values.report,
       ...(values.db !== undefined && { db: values.db }),
       ...(values.broker !== undefined && { broker: values.broker }),

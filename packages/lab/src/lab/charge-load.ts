@@ -109,6 +109,7 @@ export function paidEnough(figures: ChargeLoadFigures): BarCheck {
   return {
     rule: `≥ ${GUARDED_MIN_PAID_SHARE * 100} % of orders paid (${figures.payments} of ${figures.charges})`,
     met: figures.payments >= figures.charges * GUARDED_MIN_PAID_SHARE,
+    capacity: true,
   };
 }
 

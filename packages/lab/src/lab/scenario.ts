@@ -20,6 +20,11 @@ export interface ScenarioSettings {
   readonly broker?: string | undefined;
   /** A directory the run may write to (ledgers, the sqlite database); removed afterwards. */
   readonly workDirectory: string;
+  /**
+   * Share of the nominal load rates the run offers, each load phase stretched by as much (see
+   * machine-pace.ts): 1 on a machine that gives the lab all its CPU. @default 1
+   */
+  readonly pace?: number | undefined;
   /** Plain progress lines, e.g. to stderr. @default none */
   readonly progress?: ((line: string) => void) | undefined;
   /**
@@ -92,6 +97,34 @@ export interface HeadlineFigure {
 export interface BarCheck {
   readonly rule: string;
   readonly met: boolean;
+  /**
+   * The rule judges whether the machine carried the load (a healthy baseline without the fault,
+   * the orders paid), not the guarantee or the failure the scenario is about: a scenario whose
+   * runs miss only such rules is played again at a slower pace (see run-lab.ts).
+   */
+  readonly capacity?: boolean;
+}
+
+/**
+ * True when `result` failed only for want of capacity: every rule either run missed is a
+ * {@link BarCheck.capacity} rule.
+ *
+ * @example
+ * if (overloaded(result)) playAgainSlower();
+ */
+export function overloaded(result: ScenarioResult<object>): boolean {
+  const missed = missedChecks(result);
+  return missed.length > 0 && missed.every((check) => check.capacity === true);
+}
+
+/**
+ * The rules either run of `result` missed, naive's first.
+ *
+ * @example
+ * missedChecks(result).map((check) => check.rule);
+ */
+export function missedChecks(result: ScenarioResult<object>): BarCheck[] {
+  return [...result.naive.checks, ...result.guarded.checks].filter((check) => !check.met);
 }
 
 /** A scenario's figures for one mode, with the bar that mode was held to. */
@@ -110,6 +143,8 @@ export interface ScenarioResult<F = Record<string, unknown>> {
   readonly name: string;
   readonly quick: boolean;
   readonly seed: number;
+  /** The pace both runs were offered their load at (1: the nominal rates). */
+  readonly pace: number;
   readonly naive: ModeResult<F>;
   readonly guarded: ModeResult<F>;
   /** `pass` only when the guarded run met its bar and the naive run showed the failure. */
@@ -136,6 +171,15 @@ export interface Scenario<F> {
   headline(figures: F): HeadlineFigure[];
   /** The timeline the report draws. */
   chart(figures: F): RunTimeline;
+}
+
+/** What a pace below 1 changed, for the result's notes. */
+function paceNotes(settings: ScenarioSettings): string[] {
+  const pace = settings.pace ?? 1;
+  if (pace >= 1) return [];
+  return [
+    `paced to ${pace} of the nominal load: every arrival rate × ${pace} and every load phase ÷ ${pace}, so the same requests arrive more slowly; timeouts and the services' settings unchanged`,
+  ];
 }
 
 /**
@@ -172,10 +216,11 @@ export async function runScenario<F extends object>(
     name: scenario.name,
     quick: settings.quick,
     seed: settings.seed,
+    pace: settings.pace ?? 1,
     naive,
     guarded,
     verdict: naive.pass && guarded.pass ? 'pass' : 'fail',
-    notes: scenario.notes(settings),
+    notes: [...scenario.notes(settings), ...paceNotes(settings)],
     durationMs: Math.round(performance.now() - started),
   };
 }

@@ -93,6 +93,7 @@ function scenario(name: string, naive: RunTimeline, guarded: RunTimeline, notes:
     name,
     quick: true,
     seed: 7,
+    pace: 0.75,
     naive: run('naive', true, naive),
     guarded: run('guarded', name !== 'silent', guarded),
     verdict: name !== 'silent' ? 'pass' : 'fail',
@@ -108,10 +109,12 @@ const fixture: LabResults = {
   seed: 7,
   db: 'sqlite',
   broker: 'in-process',
+  pacing: 'auto',
   results: [
     scenario('cascade', sparseTimeline, fullTimeline, [`quick: fewer logins; ${HOSTILE}`]),
     scenario('silent', emptyTimeline, sparseTimeline, []),
   ],
+  errors: [{ name: 'partial', error: `ProviderStartError: provider did not listen; ${HOSTILE}` }],
   pass: false,
   durationMs: 24_690,
 };
@@ -123,6 +126,8 @@ describe('the HTML report, as text', () => {
     expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
     // The alert summary is listed under the charts, escaped, not only drawn.
     expect(html).toContain('login p99 2 s; &lt;script&gt;alert(1)&lt;/script&gt;');
+    // A scenario that could not be played is named with its error.
+    expect(html).toContain('<strong>partial</strong> could not be played: ProviderStartError');
   });
 
   it('escapes markup, quotes and ampersands in text', () => {

@@ -22,20 +22,34 @@
   const LABEL_ROWS = 3;
   const ROW_HEIGHT = 14;
 
+  /** Rows of fault labels along a plot's bottom edge; windows that start together stack them. */
+  const FAULT_LABEL_ROWS = 3;
+  const FAULT_ROW_HEIGHT = 12;
+
   function shadeFaults(spec) {
+    const faults = [...spec.faults].sort((a, b) => a.fromS - b.fromS);
     return (u) => {
       const ctx = u.ctx;
-      const { top, height } = u.bbox;
+      const px = uPlot.pxRatio;
+      const { left: plotLeft, top, width: plotWidth, height } = u.bbox;
+      const rowsEnd = Array(FAULT_LABEL_ROWS).fill(-Infinity);
       ctx.save();
-      for (const fault of spec.faults) {
+      ctx.font = font(10);
+      faults.forEach((fault, index) => {
         const from = u.valToPos(fault.fromS, 'x', true);
         const to = u.valToPos(fault.toS, 'x', true);
         ctx.fillStyle = FAULT_FILL;
         ctx.fillRect(from, top, Math.max(1, to - from), height);
-        ctx.font = font(10);
+        // The label starts inside its window, or ends at the plot's right edge; it takes the
+        // lowest row where it covers no other window's label (or, when none is free, rows in turn).
+        const width = ctx.measureText(fault.label).width;
+        const start = Math.max(plotLeft, Math.min(from + 4 * px, plotLeft + plotWidth - width - 2 * px));
+        let row = rowsEnd.findIndex((end) => end + 6 * px <= start);
+        if (row < 0) row = index % FAULT_LABEL_ROWS;
+        rowsEnd[row] = start + width;
         ctx.fillStyle = FAULT_TEXT;
-        ctx.fillText(fault.label, from + 4 * uPlot.pxRatio, top + height - 5 * uPlot.pxRatio);
-      }
+        ctx.fillText(fault.label, start, top + height - (5 + row * FAULT_ROW_HEIGHT) * px);
+      });
       ctx.restore();
     };
   }

@@ -48,6 +48,12 @@ function pageHeader(lab: LabResults): string {
         `<li><a href="#scenario-${escapeHtml(result.name)}">${escapeHtml(result.name)} <span class="badge ${result.verdict === 'pass' ? 'pass' : 'fail'}">${result.verdict === 'pass' ? 'PASS' : 'FAIL'}</span></a></li>`,
     )
     .join('');
+  const errors = lab.errors
+    .map(
+      (failed) =>
+        `<p class="scenario-error"><span class="badge fail">ERROR</span> <strong>${escapeHtml(failed.name)}</strong> could not be played: ${escapeHtml(failed.error)}</p>`,
+    )
+    .join('\n');
   const settings = [
     lab.quick ? 'quick run' : 'full run',
     `seed ${lab.seed}`,
@@ -63,6 +69,7 @@ function pageHeader(lab: LabResults): string {
 </header>
 <p class="quiet">Each scenario runs twice with the same seed, load and faults: naive, where the failure must show, then guarded, where the guarantee must hold.</p>
 ${contents === '' ? '<p>No scenarios ran.</p>' : `<ul class="contents">${contents}</ul>`}
+${errors}
 <div class="key"><span class="fault-key">fault window</span><span class="mark-key">lab action (kill, restart, repair)</span><span class="firing-key">alert firing</span><span class="resolved-key">alert resolved</span><span>time in s from the start of the load</span></div>`;
 }
 

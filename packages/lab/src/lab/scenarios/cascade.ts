@@ -9,6 +9,7 @@
  * never touches a provider — waits behind both until its clients give up.
  */
 import { type CascadeFigures, type CascadePhase, type CascadePlan, runCascadeLoad } from '../cascade-load.ts';
+import { paced } from '../machine-pace.ts';
 import type { BarCheck, HeadlineFigure, RunTimeline, Scenario, ScenarioSettings } from '../scenario.ts';
 
 /** Guarded: login p99 during the fault at most this many times its no-fault p99. */
@@ -21,8 +22,10 @@ export const CASCADE_NAIVE_MIN_LOGIN_P99_RATIO = 5;
 export const CASCADE_NAIVE_MIN_LOGIN_TIMEOUT_SHARE = 0.1;
 /** Guarded, without the fault: at least this share of charges acknowledged … */
 export const CASCADE_BASELINE_MIN_GOODPUT_SHARE = 0.95;
-/** … and at most this share of login requests timed out, or the ratios compare against a broken run. */
+/** … and at most this share of login requests timed out, or the ratios compare against a broken run … */
 export const CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE = 0.01;
+/** … and a login p99 of at most this share of the login client's timeout (room left for the fault). */
+export const CASCADE_BASELINE_MAX_LOGIN_P99_SHARE = 0.25;
 /** Sales rows the heavy report reads (each report a full scan, a grouping and a sort). */
 export const CASCADE_SALES_ROWS = 300_000;
 
@@ -52,16 +55,17 @@ const PROVIDER_TIMEOUT_MS = 400;
  */
 export function cascadePlan(settings: ScenarioSettings): CascadePlan {
   const phases = settings.quick ? PHASES_MS.quick : PHASES_MS.full;
+  const { rate, span } = paced(settings);
   return {
-    warmUpMs: phases.warmUp,
-    noFaultMs: phases.noFault,
-    faultMs: phases.fault,
-    loginsPerSecond: 60,
-    chargesPerSecond: 30,
+    warmUpMs: span(phases.warmUp),
+    noFaultMs: span(phases.noFault),
+    faultMs: span(phases.fault),
+    loginsPerSecond: rate(60),
+    chargesPerSecond: rate(30),
     // Above the guarded report budget already: both phases carry about as much report work, and
     // the spike adds refusals, so the login ratio compares the fault with a baseline that has reports.
-    reportsPerSecond: 2,
-    reportSpikePerSecond: 6,
+    reportsPerSecond: rate(2),
+    reportSpikePerSecond: rate(6),
     salesRows: CASCADE_SALES_ROWS,
     clientTimeoutsMs: { login: 1_000, charge: 1_500, report: 1_500 },
     attempts: 2,
@@ -88,14 +92,21 @@ function hangPlayed(figures: CascadeFigures): BarCheck {
   };
 }
 
-/** The ratios mean something only against a healthy baseline: the guarded run did the work. */
-function healthyBaseline(figures: CascadeFigures): BarCheck {
+/**
+ * The ratios mean something only against a healthy baseline: the guarded run did the work, and
+ * with room to spare — a login p99 already near the client's timeout without a fault means the
+ * machine was saturated, and a ratio against it measures the machine's queues, not the guards.
+ */
+function healthyBaseline(figures: CascadeFigures, settings: ScenarioSettings): BarCheck {
   const { noFault } = figures;
+  const maxLoginP99Ms = cascadePlan(settings).clientTimeoutsMs.login * CASCADE_BASELINE_MAX_LOGIN_P99_SHARE;
   return {
-    rule: `without the fault, ≥ ${CASCADE_BASELINE_MIN_GOODPUT_SHARE * 100} % of charges acknowledged and ≤ ${CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE * 100} % of logins timed out (${percent(noFault.chargeGoodputShare)}, ${percent(noFault.loginTimeoutShare)})`,
+    rule: `without the fault, ≥ ${CASCADE_BASELINE_MIN_GOODPUT_SHARE * 100} % of charges acknowledged, ≤ ${CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE * 100} % of logins timed out and login p99 ≤ ${maxLoginP99Ms} ms (${percent(noFault.chargeGoodputShare)}, ${percent(noFault.loginTimeoutShare)}, ${noFault.login.p99Ms} ms)`,
     met:
       noFault.chargeGoodputShare >= CASCADE_BASELINE_MIN_GOODPUT_SHARE &&
-      noFault.loginTimeoutShare <= CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE,
+      noFault.loginTimeoutShare <= CASCADE_BASELINE_MAX_LOGIN_TIMEOUT_SHARE &&
+      noFault.login.p99Ms <= maxLoginP99Ms,
+    capacity: true,
   };
 }
 
@@ -112,28 +123,35 @@ export const cascadeScenario: Scenario<CascadeFigures> = {
   summary:
     'reports spike with heavy queries and provider A hangs, under steady logins and charges; clients time out and retry at once',
   run: (mode, settings) => runCascadeLoad(mode, settings, cascadePlan(settings)),
-  guardedBar: (figures) => [
-    {
-      rule: `login p99 during the fault ≤ ${CASCADE_GUARDED_MAX_LOGIN_P99_RATIO}× its no-fault p99 (${figures.noFault.login.p99Ms} → ${figures.fault.login.p99Ms} ms)`,
-      met: figures.loginP99Ratio <= CASCADE_GUARDED_MAX_LOGIN_P99_RATIO,
-    },
-    {
-      rule: `charge goodput during the fault ≥ ${CASCADE_GUARDED_MIN_GOODPUT_RATIO * 100} % of no-fault (${percent(figures.chargeGoodputRatio)})`,
-      met: figures.chargeGoodputRatio >= CASCADE_GUARDED_MIN_GOODPUT_RATIO,
-    },
-    healthyBaseline(figures),
-    hangPlayed(figures),
-    {
-      rule: `provider A's breaker opened and charges failed over to B (${figures.providerB.charges} at B)`,
-      met:
-        figures.breakers.some((sample) => sample.breaker === 'provider-a' && sample.state === 'open') &&
-        figures.providerB.charges > 0,
-    },
-    {
-      rule: `reports beyond their share shed during the spike (${reportsHit(figures.fault)} of ${figures.fault.reports.offered})`,
-      met: reportsHit(figures.fault) > 0,
-    },
-  ],
+  guardedBar: (figures, settings) => {
+    const baseline = healthyBaseline(figures, settings);
+    // Against a baseline the machine could not carry, the ratios measure the machine: a miss of
+    // theirs then counts as one for want of capacity too.
+    return [
+      {
+        rule: `login p99 during the fault ≤ ${CASCADE_GUARDED_MAX_LOGIN_P99_RATIO}× its no-fault p99 (${figures.noFault.login.p99Ms} → ${figures.fault.login.p99Ms} ms)`,
+        met: figures.loginP99Ratio <= CASCADE_GUARDED_MAX_LOGIN_P99_RATIO,
+        capacity: !baseline.met,
+      },
+      {
+        rule: `charge goodput during the fault ≥ ${CASCADE_GUARDED_MIN_GOODPUT_RATIO * 100} % of no-fault (${percent(figures.chargeGoodputRatio)})`,
+        met: figures.chargeGoodputRatio >= CASCADE_GUARDED_MIN_GOODPUT_RATIO,
+        capacity: !baseline.met,
+      },
+      baseline,
+      hangPlayed(figures),
+      {
+        rule: `provider A's breaker opened and charges failed over to B (${figures.providerB.charges} at B)`,
+        met:
+          figures.breakers.some((sample) => sample.breaker === 'provider-a' && sample.state === 'open') &&
+          figures.providerB.charges > 0,
+      },
+      {
+        rule: `reports beyond their share shed during the spike (${reportsHit(figures.fault)} of ${figures.fault.reports.offered})`,
+        met: reportsHit(figures.fault) > 0,
+      },
+    ];
+  },
   naiveBar: (figures) => [
     {
       rule: `login p99 during the fault ≥ ${CASCADE_NAIVE_MIN_LOGIN_P99_RATIO}× its no-fault p99, or > ${CASCADE_NAIVE_MIN_LOGIN_TIMEOUT_SHARE * 100} % of logins timed out (${figures.loginP99Ratio}×, ${percent(figures.fault.loginTimeoutShare)})`,

@@ -18,6 +18,7 @@ import {
   runChargeLoad,
 } from '../charge-load.ts';
 import { doubleSubmit, retryWithBackoff } from '../clients.ts';
+import { paced } from '../machine-pace.ts';
 import type { HeadlineFigure, RunMark, RunTimeline, Scenario, ScenarioSettings } from '../scenario.ts';
 import { labFaultState, setLabFaults } from '../service-lab-api.ts';
 
@@ -53,7 +54,7 @@ export function duplicatesPlan(settings: ScenarioSettings, redeliveries: Redeliv
     name: 'duplicates',
     instances: 2,
     orders: settings.quick ? DUPLICATES_QUICK_ORDERS : DUPLICATES_FULL_ORDERS,
-    ratePerSecond: 25,
+    ratePerSecond: paced(settings).rate(25),
     client: doubleSubmit({
       minCopies: 2,
       maxCopies: 3,

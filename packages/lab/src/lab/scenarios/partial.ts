@@ -18,6 +18,7 @@ import {
   runChargeLoad,
 } from '../charge-load.ts';
 import { retryWithBackoff } from '../clients.ts';
+import { paced } from '../machine-pace.ts';
 import type { BarCheck, Scenario, ScenarioSettings } from '../scenario.ts';
 
 /** Share of provider A's charges whose response is dropped (the issue's bar: at least 10 %). */
@@ -26,9 +27,27 @@ export const PARTIAL_DROP_RATE = 0.2;
 export const PARTIAL_FULL_CHARGES = 2_000;
 /** Charges of a quick run. */
 export const PARTIAL_QUICK_CHARGES = 300;
+/** Charges of a full run on Postgres (the issue's bar for the distributed setup). */
+export const PARTIAL_POSTGRES_FULL_CHARGES = 100_000;
+/** Charges per second of the runs on the embedded default, and of quick runs. */
+const RATE_PER_SECOND = 100;
+/**
+ * Charges per second of a full run on Postgres: at the embedded default's rate, 100,000 charges
+ * would take 17 minutes a mode.
+ */
+const POSTGRES_FULL_RATE_PER_SECOND = 250;
+
+function onPostgres(settings: ScenarioSettings): boolean {
+  return settings.db !== undefined;
+}
 
 function chargesOf(settings: ScenarioSettings): number {
-  return settings.quick ? PARTIAL_QUICK_CHARGES : PARTIAL_FULL_CHARGES;
+  if (settings.quick) return PARTIAL_QUICK_CHARGES;
+  return onPostgres(settings) ? PARTIAL_POSTGRES_FULL_CHARGES : PARTIAL_FULL_CHARGES;
+}
+
+function nominalRate(settings: ScenarioSettings): number {
+  return !settings.quick && onPostgres(settings) ? POSTGRES_FULL_RATE_PER_SECOND : RATE_PER_SECOND;
 }
 
 /**
@@ -42,7 +61,7 @@ export function partialPlan(settings: ScenarioSettings): ChargeLoadPlan {
     name: 'partial',
     instances: 2,
     orders: chargesOf(settings),
-    ratePerSecond: 100,
+    ratePerSecond: paced(settings).rate(nominalRate(settings)),
     client: retryWithBackoff({
       attempts: 4,
       baseMs: 100,
@@ -118,5 +137,9 @@ export const partialScenario: Scenario<ChargeLoadFigures> = {
   notes: (settings) =>
     settings.quick
       ? [`quick: ${PARTIAL_QUICK_CHARGES} charges per mode instead of ${PARTIAL_FULL_CHARGES}`]
-      : [],
+      : onPostgres(settings)
+        ? [
+            `on Postgres: ${PARTIAL_POSTGRES_FULL_CHARGES} charges per mode at ${POSTGRES_FULL_RATE_PER_SECOND}/s (the embedded default: ${PARTIAL_FULL_CHARGES} at ${RATE_PER_SECOND}/s)`,
+          ]
+        : [],
 };

@@ -26,6 +26,7 @@ import {
   runChargeLoad,
 } from '../charge-load.ts';
 import { retryWithBackoff } from '../clients.ts';
+import { paced } from '../machine-pace.ts';
 import type {
   AlertMark,
   BarCheck,
@@ -74,13 +75,26 @@ const FULL: Phases = {
   afterMs: 3_000,
 };
 
-function phasesOf(settings: ScenarioSettings): Phases {
+function nominalPhases(settings: ScenarioSettings): Phases {
   return settings.quick ? QUICK : FULL;
 }
 
-/** Charges of a run: one per order, over the clean phase, the fault and after it. */
+/** The phases at the run's pace: the rate slowed and every phase stretched by as much. */
+function phasesOf(settings: ScenarioSettings): Phases {
+  const phases = nominalPhases(settings);
+  const { rate, span } = paced(settings);
+  return {
+    ratePerSecond: rate(phases.ratePerSecond),
+    cleanMs: span(phases.cleanMs),
+    stoppedMs: span(phases.stoppedMs),
+    dropTailMs: span(phases.dropTailMs),
+    afterMs: span(phases.afterMs),
+  };
+}
+
+/** Charges of a run: one per order, over the clean phase, the fault and after it (at any pace). */
 export function silentCharges(settings: ScenarioSettings): number {
-  const { ratePerSecond, cleanMs, stoppedMs, dropTailMs, afterMs } = phasesOf(settings);
+  const { ratePerSecond, cleanMs, stoppedMs, dropTailMs, afterMs } = nominalPhases(settings);
   return Math.round((ratePerSecond * (cleanMs + stoppedMs + dropTailMs + afterMs)) / 1_000);
 }
 
@@ -415,6 +429,7 @@ function allAnswered(figures: SilentFigures): BarCheck {
   return {
     rule: `every charge answered 2xx (${figures.clientOutcomes.ok} of ${figures.charges})`,
     met: figures.clientOutcomes.ok === figures.charges,
+    capacity: true,
   };
 }
 
@@ -468,7 +483,7 @@ export const silentScenario: Scenario<SilentFigures> = {
   ],
   chart: (figures) => ({ ...chargeChart(figures), alerts: figures.alerts }),
   notes: (settings) => {
-    const phases = phasesOf(settings);
+    const phases = nominalPhases(settings);
     return settings.quick
       ? [
           `quick: ${silentCharges(settings)} charges per mode at ${phases.ratePerSecond}/s (clean ${phases.cleanMs / 1_000} s, consumer stopped ${phases.stoppedMs / 1_000} s, drops ${(phases.stoppedMs + phases.dropTailMs) / 1_000} s) instead of ${silentCharges({ ...settings, quick: false })}`,
