@@ -5,7 +5,8 @@
  * every `payment.completed` the outbox published was consumed by the invoices group (matched by
  * event id against its inbox); and no more than a handful of orders sit in `charging` past the
  * charge lease. Each query is written for SQLite and for Postgres, runs on the driver handle Keel's
- * stores use, and travels in the alert so the person paged can list every offending row.
+ * stores use, and travels in the alert so the person paged can list every offending row. After its
+ * first round each looks only at rows written since it last found them clean (`CheckedSince`).
  */
 import {
   type DataFinding,
@@ -15,6 +16,7 @@ import {
   postgresFinding,
   sqliteFinding,
 } from 'keel/observe';
+import { CheckedSince } from './checked-since.ts';
 import type { DatabaseDriver } from './database.ts';
 import { OUTBOX_TABLE } from './event-outbox.ts';
 import { INBOX_TABLE, INVOICE_GROUP } from './invoice-consumer.ts';
@@ -56,18 +58,24 @@ const NOW_MS = {
 
 type Dialect = keyof typeof NOW_MS;
 
-function paidWithoutPaymentSql(now: string): string {
+/** The statement parameter each dialect's driver takes. */
+const PARAMETER = { sqlite: '?', postgres: '$1' } as const;
+
+// Each query below takes `since`, the placeholder of the time rows are looked at from, and without
+// it is the whole check: that text travels in the alert, for listing every offending row.
+
+function paidWithoutPaymentSql(now: string, since?: string): string {
   return `SELECT o.id, ${now} - o.updated_at AS age_ms, count(*) OVER () AS total
   FROM orders o
- WHERE o.status = 'paid'
+ WHERE o.status = 'paid'${since === undefined ? '' : ` AND o.updated_at >= ${since}`}
    AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id)
  ORDER BY o.updated_at LIMIT ${SAMPLE}`;
 }
 
-function paymentsWithoutInvoiceSql(now: string, graceMs: number): string {
+function paymentsWithoutInvoiceSql(now: string, graceMs: number, since?: string): string {
   return `SELECT p.id, ${now} - p.created_at AS age_ms, count(*) OVER () AS total
   FROM payments p
- WHERE p.created_at < ${now} - ${graceMs}
+ WHERE p.created_at < ${now} - ${graceMs}${since === undefined ? '' : ` AND p.created_at >= ${since}`}
    AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.payment_id = p.id)
  ORDER BY p.created_at LIMIT ${SAMPLE}`;
 }
@@ -77,25 +85,26 @@ function paymentsWithoutInvoiceSql(now: string, graceMs: number): string {
 // The window's start is a subquery, computed once: Postgres evaluates `clock_timestamp()` afresh
 // for every row otherwise, and cannot then use the `created_at` index to skip the older events the
 // outbox keeps for replay (a 1-hour window over 28,000 events: 71 ms rather than 502 ms).
-const paymentEvents = (now: string) =>
-  `e.type = '${PAYMENT_COMPLETED}' AND e.created_at >= (SELECT ${now}) - ${FLOW_WINDOW_MS}`;
+const paymentEvents = (now: string, since?: string) =>
+  `e.type = '${PAYMENT_COMPLETED}' AND e.created_at >= (SELECT ${now}) - ${FLOW_WINDOW_MS}` +
+  (since === undefined ? '' : ` AND e.created_at >= ${since}`);
 
 // The inbox is probed per event through its primary key, as a scalar subquery the planner cannot
 // turn into a join: as an anti-join, statistics that lag a fast-growing table (a load test's first
 // minute) led Postgres to a nested loop over the whole inbox per event — 25 s for 10,000 events.
-function unconsumedSql(now: string): string {
+function unconsumedSql(now: string, since?: string): string {
   return `SELECT e.id, ${now} - e.created_at AS age_ms, count(*) OVER () AS total
   FROM ${OUTBOX_TABLE} e
- WHERE ${paymentEvents(now)}
+ WHERE ${paymentEvents(now, since)}
    AND (SELECT 1 FROM ${INBOX_TABLE} i WHERE i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id LIMIT 1) IS NULL
  ORDER BY e.created_at LIMIT ${SAMPLE}`;
 }
 
-function flowCountsSql(now: string): string {
+function flowCountsSql(now: string, since: string): string {
   return `SELECT count(*) AS published, count(i.event_id) AS consumed
   FROM ${OUTBOX_TABLE} e
   LEFT JOIN ${INBOX_TABLE} i ON i.group_name = '${INVOICE_GROUP}' AND i.event_id = e.id
- WHERE ${paymentEvents(now)}`;
+ WHERE ${paymentEvents(now, since)}`;
 }
 
 function abandonedSql(now: string, leaseMs: number): string {
@@ -105,19 +114,43 @@ function abandonedSql(now: string, leaseMs: number): string {
  ORDER BY o.updated_at LIMIT ${SAMPLE}`;
 }
 
-/** A finding query on whichever database the service runs on. */
-function finding(driver: DatabaseDriver, sql: string): () => Promise<DataFinding> {
+/** A finding query on whichever database the service runs on; with `since`, from the time it holds. */
+function finding(driver: DatabaseDriver, sql: string, since?: CheckedSince): () => Promise<DataFinding> {
+  const params = since === undefined ? [] : () => [since.since];
   if (driver.dialect === 'sqlite') {
-    const find = sqliteFinding({ db: driver.db, sql });
+    const find = sqliteFinding({ db: driver.db, sql, params });
     return async () => find();
   }
-  return postgresFinding({ pool: driver.pool, sql });
+  return postgresFinding({ pool: driver.pool, sql, params });
 }
 
-function counts(driver: DatabaseDriver, sql: string): () => Promise<{ published: number; consumed: number }> {
+/**
+ * A finding that moves `since` on after each round; `unseenMs`: the youngest rows the query leaves
+ * out (a grace period).
+ */
+function advancing(
+  read: () => Promise<DataFinding>,
+  since: CheckedSince,
+  unseenMs = 0,
+): () => Promise<DataFinding> {
+  return async () => {
+    const startedAt = Date.now();
+    const found = await read();
+    since.advance(startedAt, found, unseenMs);
+    return found;
+  };
+}
+
+function counts(
+  driver: DatabaseDriver,
+  sql: string,
+  since: CheckedSince,
+): () => Promise<{ published: number; consumed: number }> {
   return async () => {
     const row = (
-      driver.dialect === 'sqlite' ? driver.db.prepare(sql).get() : (await driver.pool.query(sql)).rows[0]
+      driver.dialect === 'sqlite'
+        ? driver.db.prepare(sql).get(since.since)
+        : (await driver.pool.query(sql, [since.since])).rows[0]
     ) as { published: number | string; consumed: number | string } | undefined;
     return { published: Number(row?.published ?? 0), consumed: Number(row?.consumed ?? 0) };
   };
@@ -160,11 +193,24 @@ export function paymentInvariants(options: PaymentInvariantsOptions): Invariant[
   const dialect: Dialect = driver.dialect;
   const now = NOW_MS[dialect];
 
+  const parameter = PARAMETER[dialect];
   const paidSql = paidWithoutPaymentSql(now);
+  const paidSince = new CheckedSince();
+  const readPaid = advancing(finding(driver, paidWithoutPaymentSql(now, parameter), paidSince), paidSince);
   const invoiceSql = paymentsWithoutInvoiceSql(now, options.invoiceGraceMs);
+  const invoiceSince = new CheckedSince();
+  const readInvoiced = advancing(
+    finding(driver, paymentsWithoutInvoiceSql(now, options.invoiceGraceMs, parameter), invoiceSince),
+    invoiceSince,
+    options.invoiceGraceMs,
+  );
   const flowSql = unconsumedSql(now);
-  const readCounts = counts(driver, flowCountsSql(now));
-  const readUnconsumed = finding(driver, flowSql);
+  const flowSince = new CheckedSince();
+  // Counted over the same rows as the unconsumed ones are listed from, before the listing moves
+  // the mark on.
+  const readCounts = counts(driver, flowCountsSql(now, parameter), flowSince);
+  const readUnconsumed = advancing(finding(driver, unconsumedSql(now, parameter), flowSince), flowSince);
+  // Orders still `charging` are few, and the status index finds them: this one looks at them all.
   const stuckSql = abandonedSql(now, options.chargeLeaseMs);
   const readStuck = finding(driver, stuckSql);
   const replay =
@@ -176,13 +222,13 @@ export function paymentInvariants(options: PaymentInvariantsOptions): Invariant[
     dataCheck({
       name: 'paid_orders_without_payment',
       sql: paidSql,
-      query: finding(driver, paidSql),
+      query: readPaid,
       alert: paidOrdersWithoutPayment,
     }),
     dataCheck({
       name: 'payments_without_invoice',
       sql: invoiceSql,
-      query: finding(driver, invoiceSql),
+      query: readInvoiced,
       alert: replay.paymentsWithoutInvoice,
     }),
     flowCheck({

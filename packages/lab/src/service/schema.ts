@@ -86,6 +86,16 @@ CREATE TABLE charge_targets (
 );
 `,
   },
+  {
+    // The invariants look at orders by status and time, and at payments by time, from where they
+    // last found them clean: without these, each round read both tables whole.
+    version: 4,
+    name: 'invariant indexes',
+    sql: `
+CREATE INDEX orders_status_updated_idx ON orders (status, updated_at);
+CREATE INDEX payments_created_idx ON payments (created_at);
+`,
+  },
 ];
 
 /** The longest a start-up waits, in all, for another process's write lock before it fails. */

@@ -89,8 +89,9 @@ describe('the start-up migration check on SQLite while another process writes', 
       const versions = db.prepare('SELECT version FROM service_migrations ORDER BY version').all() as {
         version: number;
       }[];
-      expect(versions.map((row) => row.version)).toEqual([1, 2, 3]);
+      expect(versions.map((row) => row.version)).toEqual([1, 2, 3, 4]);
       expect(db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'charge_targets'").get()).toBeDefined();
+      expect(db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'payments_created_idx'").get()).toBeDefined();
     } finally {
       db.close();
     }

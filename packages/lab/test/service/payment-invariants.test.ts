@@ -116,6 +116,29 @@ describe('the payments invariants and heartbeats (guarded, sqlite)', () => {
     expect(alert?.alert.severity).toBe('critical');
   });
 
+  it('keeps naming a breach in later rounds, which look only at recent rows, until it is repaired', async () => {
+    const paidWithout = async () =>
+      ((await service.invariants?.evaluateOnce()) ?? []).find(
+        (r) => r.name === 'paid_orders_without_payment',
+      );
+    // Earlier tests left orders of their own in this state: repair them first.
+    await write(
+      "UPDATE orders SET status = 'pending' WHERE status = 'paid' AND id NOT IN (SELECT order_id FROM payments)",
+      [],
+    );
+    expect((await paidWithout())?.status).toBe('ok');
+    const order = await createOrder(service, user.authorization);
+    await write("UPDATE orders SET status = 'paid' WHERE id = ?", [order.id]);
+    for (let round = 0; round < 3; round++) {
+      await paidOrder();
+      const found = await paidWithout();
+      expect(found?.status).toBe('breached');
+      expect(found?.evidence?.ids).toEqual([order.id]);
+    }
+    await write("UPDATE orders SET status = 'pending' WHERE id = ?", [order.id]);
+    expect((await paidWithout())?.status).toBe('ok');
+  });
+
   it('names a charge a provider made that the service has no payment for', async () => {
     const reference = `ord_${uniqueKey('ghost')}`;
     const made = await fetch(`${providers.b.url}/charges`, {
