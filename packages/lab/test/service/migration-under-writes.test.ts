@@ -91,7 +91,9 @@ describe('the start-up migration check on SQLite while another process writes', 
       }[];
       expect(versions.map((row) => row.version)).toEqual([1, 2, 3, 4]);
       expect(db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'charge_targets'").get()).toBeDefined();
-      expect(db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'payments_created_idx'").get()).toBeDefined();
+      expect(
+        db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'payments_created_idx'").get(),
+      ).toBeDefined();
     } finally {
       db.close();
     }
