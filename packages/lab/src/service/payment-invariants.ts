@@ -114,25 +114,24 @@ function abandonedSql(now: string, leaseMs: number): string {
  ORDER BY o.updated_at LIMIT ${SAMPLE}`;
 }
 
-/** A finding query on whichever database the service runs on; with `since`, from the time it holds. */
-function finding(driver: DatabaseDriver, sql: string, since?: CheckedSince): () => Promise<DataFinding> {
-  const params = since === undefined ? [] : () => [since.since];
-  if (driver.dialect === 'sqlite') {
-    const find = sqliteFinding({ db: driver.db, sql, params });
-    return async () => find();
-  }
-  return postgresFinding({ pool: driver.pool, sql, params });
-}
-
 /**
- * A finding that moves `since` on after each round; `unseenMs`: the youngest rows the query leaves
- * out (a grace period).
+ * A finding query on whichever database the service runs on. With `since`, it reads from the time
+ * that holds and moves it on after each round; `unseenMs`: the youngest rows the query leaves out (a
+ * grace period).
  */
-function advancing(
-  read: () => Promise<DataFinding>,
-  since: CheckedSince,
+function finding(
+  driver: DatabaseDriver,
+  sql: string,
+  since?: CheckedSince,
   unseenMs = 0,
 ): () => Promise<DataFinding> {
+  const params = since === undefined ? [] : () => [since.since];
+  let read: () => Promise<DataFinding>;
+  if (driver.dialect === 'sqlite') {
+    const find = sqliteFinding({ db: driver.db, sql, params });
+    read = async () => find();
+  } else read = postgresFinding({ pool: driver.pool, sql, params });
+  if (since === undefined) return read;
   return async () => {
     const startedAt = Date.now();
     const found = await read();
@@ -195,13 +194,12 @@ export function paymentInvariants(options: PaymentInvariantsOptions): Invariant[
 
   const parameter = PARAMETER[dialect];
   const paidSql = paidWithoutPaymentSql(now);
-  const paidSince = new CheckedSince();
-  const readPaid = advancing(finding(driver, paidWithoutPaymentSql(now, parameter), paidSince), paidSince);
+  const readPaid = finding(driver, paidWithoutPaymentSql(now, parameter), new CheckedSince());
   const invoiceSql = paymentsWithoutInvoiceSql(now, options.invoiceGraceMs);
-  const invoiceSince = new CheckedSince();
-  const readInvoiced = advancing(
-    finding(driver, paymentsWithoutInvoiceSql(now, options.invoiceGraceMs, parameter), invoiceSince),
-    invoiceSince,
+  const readInvoiced = finding(
+    driver,
+    paymentsWithoutInvoiceSql(now, options.invoiceGraceMs, parameter),
+    new CheckedSince(),
     options.invoiceGraceMs,
   );
   const flowSql = unconsumedSql(now);
@@ -209,7 +207,7 @@ export function paymentInvariants(options: PaymentInvariantsOptions): Invariant[
   // Counted over the same rows as the unconsumed ones are listed from, before the listing moves
   // the mark on.
   const readCounts = counts(driver, flowCountsSql(now, parameter), flowSince);
-  const readUnconsumed = advancing(finding(driver, unconsumedSql(now, parameter), flowSince), flowSince);
+  const readUnconsumed = finding(driver, unconsumedSql(now, parameter), flowSince);
   // Orders still `charging` are few, and the status index finds them: this one looks at them all.
   const stuckSql = abandonedSql(now, options.chargeLeaseMs);
   const readStuck = finding(driver, stuckSql);
