@@ -115,6 +115,12 @@ export interface OutboxStore {
    * failure, a batch cut short by a stop), counting nothing: they are claimable again at once.
    */
   unclaim(relayId: string, ids: readonly string[]): Promise<void>;
+  /**
+   * The relay is stopping, with nothing in flight: gives up what the store holds for it beyond its
+   * events' claims (SQLite's lease on the whole outbox), so the next relay need not wait for it to
+   * run out. Stores whose claims are only per event leave it out.
+   */
+  relinquish?(relayId: string): Promise<void>;
   /** Events matching `filter`, oldest first. */
   find(filter: OutboxFilter): Promise<StoredOutboxEvent[]>;
   /** Marks published events unpublished again, keeping their ids, so the relay publishes them anew. */

@@ -48,8 +48,9 @@ export interface OutboxRelayOptions {
    */
   concurrency?: number;
   /**
-   * How long a claim is held. A relay that dies holding one leaves its events to others after this;
-   * a relay that is still publishing when 80% of it has passed leaves the rest of its batch.
+   * How long a claim is held (on SQLite, the claim on the whole outbox, renewed by every claim). A
+   * relay that dies holding one leaves its events to others after this; a relay that is still
+   * publishing when 80% of it has passed leaves the rest of its batch.
    * @default 30_000
    */
   leaseMs?: number;
@@ -292,7 +293,8 @@ export class OutboxRelay {
 
   /**
    * Stops relaying: the batch in flight is published and marked first, then the relay stops
-   * waiting for appends. The store and the transport stay open.
+   * waiting for appends and gives up the store's lease, if it has one (SQLite), so another relay
+   * takes over at once. The store and the transport stay open.
    *
    * @example
    * await relay.stop();
@@ -303,6 +305,12 @@ export class OutboxRelay {
     this.#lifetime.abort();
     this.#nudge?.();
     await running;
+    try {
+      await this.store.relinquish?.(this.relayId);
+    } catch (error) {
+      // The lease runs out instead, and the next relay starts then.
+      this.#report(error);
+    }
     this.#running = undefined;
     this.#pendingWake = undefined;
     this.#woken = false;

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { OutboxTransactionError } from 'keel/outbox';
+import { inProcessTransport, OutboxTransactionError, outboxRelay } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
 import { manualClock, type OutboxHarness, outboxStoreConformance } from './outbox-store-conformance.ts';
@@ -19,6 +19,7 @@ async function harness(): Promise<OutboxHarness> {
   return {
     store,
     clock,
+    oneRelayAtATime: true,
     async transaction(work, businessId) {
       db.exec('BEGIN IMMEDIATE');
       try {
@@ -71,11 +72,13 @@ describe('sqlite outbox specifics', () => {
     controller.abort();
   });
 
-  it('drops the type and publication-time indexes that earlier versions created', () => {
+  it('drops the type, publication-time and unpublished-aggregate indexes that earlier versions created', () => {
     const db = new DatabaseSync(':memory:');
     sqliteOutbox({ db, table: 'old_outbox' });
     db.exec(`CREATE INDEX old_outbox_type_idx ON old_outbox (type, created_at);
-      CREATE INDEX old_outbox_published_idx ON old_outbox (published_at) WHERE published_at IS NOT NULL`);
+      CREATE INDEX old_outbox_published_idx ON old_outbox (published_at) WHERE published_at IS NOT NULL;
+      CREATE INDEX old_outbox_pending_aggregate_idx ON old_outbox (aggregate_type, aggregate_id, seq)
+        WHERE published_at IS NULL`);
     sqliteOutbox({ db, table: 'old_outbox' });
     const indexes = db
       .prepare(
@@ -84,12 +87,7 @@ describe('sqlite outbox specifics', () => {
       .all()
       .map((row) => (row as { name: string }).name)
       .sort();
-    expect(indexes).toEqual([
-      'old_outbox_aggregate_idx',
-      'old_outbox_created_idx',
-      'old_outbox_pending_aggregate_idx',
-      'old_outbox_pending_idx',
-    ]);
+    expect(indexes).toEqual(['old_outbox_aggregate_idx', 'old_outbox_created_idx', 'old_outbox_pending_idx']);
   });
 
   it('marks events published that another store instance on the same file claimed', async () => {
@@ -104,6 +102,57 @@ describe('sqlite outbox specifics', () => {
     expect((await marking.find({}))[0]?.publishedAt).toBeNull();
     await marking.markPublished('r1', [claimed?.id as string]);
     expect((await marking.find({}))[0]?.publishedAt).not.toBeNull();
+  });
+
+  it('lets one relay claim at a time, renewing its lease with each claim, until it gives the lease up', async () => {
+    const path = join(scratch, `lease-${files++}.db`);
+    const clock = manualClock();
+    const firstDb = new DatabaseSync(path, { timeout: 1_000 });
+    const secondDb = new DatabaseSync(path, { timeout: 1_000 });
+    const first = sqliteOutbox({ db: firstDb, clock });
+    const second = sqliteOutbox({ db: secondDb, clock });
+    firstDb.exec('BEGIN');
+    await first.append(firstDb, [
+      { type: 't', aggregateType: 'a', aggregateId: '1', payload: null },
+      { type: 't', aggregateType: 'a', aggregateId: '2', payload: null },
+    ]);
+    firstDb.exec('COMMIT');
+    const [one] = await first.claim('r1', 1, 1_000);
+    // r1 holds the whole outbox, not only the event it claimed.
+    expect(await second.claim('r2', 10, 1_000)).toEqual([]);
+    clock.advance(900);
+    expect((await first.claim('r1', 10, 1_000)).map((e) => e.aggregateId)).toEqual(['2']);
+    // The second claim, with a tenth of the lease left, renewed it: to 1,900 ms now, not 1,000.
+    clock.advance(500);
+    expect(await second.claim('r2', 10, 1_000)).toEqual([]);
+    await first.markPublished('r1', [one?.id as string]);
+    await first.unclaim('r1', []);
+    await first.relinquish('r1');
+    // Given up: r2 takes over at once and finds what r1 had claimed and not published.
+    expect((await second.claim('r2', 10, 1_000)).map((e) => e.aggregateId)).toEqual(['2']);
+    expect(await first.claim('r1', 10, 1_000)).toEqual([]);
+    firstDb.close();
+    secondDb.close();
+  });
+
+  it('gives the lease up when its relay stops, so a relay on another connection starts at once', async () => {
+    const path = join(scratch, `stop-${files++}.db`);
+    const firstDb = new DatabaseSync(path, { timeout: 1_000 });
+    const secondDb = new DatabaseSync(path, { timeout: 1_000 });
+    const first = sqliteOutbox({ db: firstDb });
+    const second = sqliteOutbox({ db: secondDb });
+    const transport = inProcessTransport({ confirm: 'accepted' });
+    const relay = outboxRelay({ store: first, transport, relayId: 'r1', leaseMs: 60_000 });
+    relay.start();
+    await relay.runOnce();
+    await relay.stop();
+    firstDb.exec('BEGIN');
+    await first.append(firstDb, { type: 't', aggregateType: 'a', aggregateId: '1', payload: null });
+    firstDb.exec('COMMIT');
+    expect(await second.claim('r2', 10, 60_000)).toHaveLength(1);
+    await transport.close();
+    firstDb.close();
+    secondDb.close();
   });
 
   it('validates its options', () => {

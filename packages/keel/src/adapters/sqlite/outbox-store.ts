@@ -1,11 +1,14 @@
 /**
  * The transactional outbox in SQLite: events are rows written through the caller's handle inside
- * their `BEGIN`, so they commit or roll back with the state change, and a relay claims them in
- * append order with a lease. SQLite has one writer at a time, so a claim reads its batch and leases it
- * in one statement (`UPDATE … RETURNING`), under the write lock; one relay per database file is the
- * intended set-up, and claims stay correct with more. Every write of the relay finds rows by `seq`
- * (the rowid), and the table carries only the indexes a claim, `find` and the prune read, because each
- * one is written again by every append and every publish.
+ * their `BEGIN`, so they commit or roll back with the state change, and one relay at a time publishes
+ * them in append order. SQLite has one writer at a time, so relays on one file would only queue for
+ * its write lock: the relay that holds the outbox's lease (one row beside the table, renewed by every
+ * claim) is the only one that claims, and what it has claimed is kept in its store's memory rather
+ * than written into each row. A claim is then a read, and each event is written once by the relay,
+ * when it is marked published. The marks and releases are fenced by the lease, so a relay that lost
+ * it (it stalled past the lease and another took over) changes nothing. Every write of the relay
+ * finds rows by `seq` (the rowid), and the table carries only the indexes a claim, `find` and the
+ * prune read, because each one is written again by every append and every publish.
  *
  * @module
  */
@@ -23,7 +26,6 @@ import type {
   StoredOutboxEvent,
 } from '../../outbox/outbox-store.ts';
 import {
-  byAppendOrder,
   CLAIM_SEQ,
   checkClaim,
   checkIds,
@@ -69,16 +71,27 @@ const MAX_TABLE_LENGTH = 48;
 /** How often a pending commit is looked for: from 1 ms, doubling to 50 ms while it stays open. */
 const COMMIT_CHECK_FIRST_MS = 1;
 const COMMIT_CHECK_MAX_MS = 50;
+/**
+ * A claim renews the lease only once less than this share of it is left, so most claims write
+ * nothing. Every claim still returns with at least this share left: more than the 80 % a relay
+ * publishes for, so its mark lands before another relay may take over.
+ */
+const LEASE_RENEW_BELOW = 0.9;
 /** Wakes after an append on a driver that does not say whether its transaction is open. */
 const BLIND_WAKES_MS: readonly number[] = [1, 10, 100];
 
 /**
- * The DDL of the outbox table, for a migration tool. Idempotent (`IF NOT EXISTS`). `seq` is the
- * append order (never reused, thanks to `AUTOINCREMENT`); times are `INTEGER` epoch milliseconds;
- * payload and headers are JSON text. Partial indexes over unpublished rows serve the claim; the
- * aggregate index serves `find` by aggregate, and the creation-time index serves `find` by time and
- * the retention prune (an event is published after it is created). It drops the type and
- * publication-time indexes of earlier versions, which cost every append and every publish a write.
+ * The DDL of the outbox table and its lease, for a migration tool. Idempotent (`IF NOT EXISTS`).
+ * `seq` is the append order (never reused, thanks to `AUTOINCREMENT`); times are `INTEGER` epoch
+ * milliseconds; payload and headers are JSON text. A partial index over unpublished rows gives the
+ * claim its order; the aggregate index serves the claim's look at an aggregate's earlier events and
+ * `find` by aggregate, and the creation-time index serves `find` by time and the retention prune (an
+ * event is published after it is created). It drops the indexes of earlier versions on type,
+ * publication time and unpublished aggregates: each cost every append and every publish a write, the
+ * last one into a page picked by the aggregate's id, so a batch's mark rewrote hundreds of them.
+ * The `<table>_lease` table holds at most one row: the relay that may publish, and until when.
+ * Tables created by earlier versions keep their per-row `claimed_by` and `claimed_until` columns,
+ * which are no longer read or written.
  *
  * @example
  * db.exec(sqliteOutboxDdl({ table: 'outbox' }));
@@ -98,27 +111,31 @@ export function sqliteOutboxDdl(options: { table?: string } = {}): string {
   available_at INTEGER NOT NULL,
   published_at INTEGER,
   attempts INTEGER NOT NULL DEFAULT 0,
-  last_error TEXT,
-  claimed_by TEXT,
-  claimed_until INTEGER
+  last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS "${table}_lease" (
+  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+  relay_id TEXT NOT NULL,
+  until INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS "${table}_pending_idx" ON ${t} (seq) WHERE published_at IS NULL;
-CREATE INDEX IF NOT EXISTS "${table}_pending_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq)
-  WHERE published_at IS NULL;
 CREATE INDEX IF NOT EXISTS "${table}_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq);
 CREATE INDEX IF NOT EXISTS "${table}_created_idx" ON ${t} (created_at);
+DROP INDEX IF EXISTS "${table}_pending_aggregate_idx";
 DROP INDEX IF EXISTS "${table}_type_idx";
 DROP INDEX IF EXISTS "${table}_published_idx";
 `;
 }
 
 type StatementName =
+  | 'lease'
   | 'claim'
+  | 'relinquish'
   | 'markPublished'
   | 'markPublishedBySeq'
   | 'markPublishedBySeqRange'
   | 'release'
-  | 'unclaim'
+  | 'releaseBySeq'
   | 'requeue'
   | 'prune'
   | 'gauges';
@@ -148,24 +165,6 @@ function returnArrays(statement: SqliteStatement): boolean {
   return false;
 }
 
-/** Sorts array rows of a claim by append order. */
-function byAppendOrderOfValues(a: readonly unknown[], b: readonly unknown[]): number {
-  return Number(a[CLAIM_SEQ]) - Number(b[CLAIM_SEQ]);
-}
-
-/** Whether array rows of a claim are already in append order: `RETURNING` usually keeps it. */
-function inAppendOrder(rows: readonly (readonly unknown[])[]): boolean {
-  for (let i = 1; i < rows.length; i++) {
-    if (
-      Number((rows[i - 1] as readonly unknown[])[CLAIM_SEQ]) >
-      Number((rows[i] as readonly unknown[])[CLAIM_SEQ])
-    ) {
-      return false;
-    }
-  }
-  return true;
-}
-
 /** Whether a handle is inside `BEGIN`: `node:sqlite` says `isTransaction`, better-sqlite3 `inTransaction`. */
 function transactionOpen(handle: object): boolean | undefined {
   const flags = handle as { isTransaction?: unknown; inTransaction?: unknown };
@@ -185,11 +184,16 @@ function transactionOpen(handle: object): boolean | undefined {
  * - **Append.** `append(db, events)` between your `BEGIN` and `COMMIT` writes the events with your
  *   state change; a handle outside a transaction is refused with {@link OutboxTransactionError}.
  *   Invalid events throw before anything is written.
- * - **Claim.** One statement picks unpublished events oldest first, skipping any that is leased
- *   or waiting for its retry time and any whose aggregate has such an earlier event, and leases
- *   them. `markPublished` finds the rows this store claimed by `seq`. While the store's own handle
- *   is inside a transaction, claims return nothing, so a relay never publishes events an open
- *   transaction could still roll back.
+ * - **One relay at a time.** A claim first takes the outbox's lease (a row in `<table>_lease`) for
+ *   `leaseMs`, or renews it once less than 90 % is left; while another relay's lease is live it
+ *   returns nothing. A relay
+ *   that dies holding it leaves the outbox to the next one once it runs out; a relay that stops
+ *   gives it up at once (`relinquish`).
+ * - **Claim.** One read picks unpublished events oldest first, skipping the events in flight (kept
+ *   in memory), any waiting for its retry time, and any whose aggregate has such an earlier event.
+ *   `markPublished` finds the rows this store claimed by `seq`, and writes them only while the relay
+ *   still holds the lease. While the store's own handle is inside a transaction, claims return
+ *   nothing, so a relay never publishes events an open transaction could still roll back.
  * - **Wake-up.** An append in this process wakes `appended()` as soon as its transaction ends, so a
  *   relay publishes within milliseconds of the commit and polls only as a fallback (for appends made
  *   by other processes).
@@ -219,8 +223,15 @@ export class SqliteOutboxStore implements OutboxStore {
   readonly #inserts = new WeakMap<object, SqliteStatement>();
   readonly #signal = new AppendSignal();
   readonly #pendingCommits = new Set<object>();
-  /** `seq` of each event this store claimed and has not yet marked, released or unclaimed, by id. */
+  /**
+   * The events in flight: `seq` of each event this store claimed for `#inFlightRelay` and has not yet
+   * seen marked, released or unclaimed, by id. The claim skips them and their aggregates' later events.
+   */
   readonly #claimedSeqs = new Map<string, number>();
+  /** The relay the events in flight were claimed for: the last one this store saw take the lease. */
+  #inFlightRelay: string | undefined;
+  /** Until when `#inFlightRelay` holds the lease, as of its last renewal here. */
+  #leaseUntil = Number.NEGATIVE_INFINITY;
   #commitTimer: ReturnType<typeof setTimeout> | undefined;
   #commitCheckMs = COMMIT_CHECK_FIRST_MS;
 
@@ -243,42 +254,51 @@ export class SqliteOutboxStore implements OutboxStore {
     this.#clock = options.clock ?? wallClock;
     this.#telemetry = options.telemetry;
     const t = `"${this.table}"`;
+    const lease = `"${this.table}_lease"`;
+    // Every write of the relay's goes through only while its relay holds the lease.
+    const fenced = (relay: string) =>
+      `EXISTS (SELECT 1 FROM ${lease} WHERE singleton = 1 AND relay_id = ${relay})`;
     this.#sql = Object.freeze({
       insert: `INSERT INTO ${t} (id, type, aggregate_type, aggregate_id, payload, headers, created_at, available_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      // An event qualifies when no unpublished event of its aggregate up to and including itself is
-      // leased or waiting for its retry time; taking the first `limit` of those in append order then
-      // never takes an event without every earlier unpublished event of its aggregate.
-      // One statement reads and leases the batch, so it runs under the write lock from its first
-      // read: no other connection can claim in between. Its subquery is evaluated before any row
-      // changes, and `RETURNING` promises no order, so the rows are sorted by `seq` afterwards.
-      claim: `UPDATE ${t} SET claimed_by = ?3, claimed_until = ?4 WHERE seq IN (
-          SELECT e.seq FROM ${t} e
-          WHERE e.published_at IS NULL
-            AND e.available_at <= ?1 AND (e.claimed_until IS NULL OR e.claimed_until <= ?1)
-            AND NOT EXISTS (
-              SELECT 1 FROM ${t} d INDEXED BY "${this.table}_pending_aggregate_idx"
-              WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
-                AND d.published_at IS NULL AND d.seq < e.seq
-                AND (d.available_at > ?1 OR d.claimed_until > ?1))
-          ORDER BY e.seq LIMIT ?2)
-        RETURNING ${OUTBOX_CLAIM_COLUMNS}`,
-      markPublished: `UPDATE ${t} SET published_at = ?, claimed_by = NULL, claimed_until = NULL
-        WHERE claimed_by = ? AND published_at IS NULL AND id IN (SELECT value FROM json_each(?))`,
+      // Takes the lease when it is free or has run out, renews it for its holder, and returns a row
+      // only when the relay holds it afterwards. The expiry is compared inside the statement, under
+      // the write lock, so two relays can never both take it.
+      lease: `INSERT INTO ${lease} (singleton, relay_id, until) VALUES (1, ?1, ?3)
+        ON CONFLICT (singleton) DO UPDATE SET relay_id = excluded.relay_id, until = excluded.until
+          WHERE relay_id = excluded.relay_id OR until <= ?2
+        RETURNING relay_id`,
+      relinquish: `DELETE FROM ${lease} WHERE singleton = 1 AND relay_id = ?`,
+      // An event qualifies when it is not in flight and no unpublished event of its aggregate up to
+      // and including itself is in flight or waiting for its retry time; taking the first `limit` of
+      // those in append order then never takes an event without every earlier unpublished event of
+      // its aggregate. `?3` lists the `seq` of the events in flight (a JSON array). The earlier events
+      // of an aggregate are looked up in its index from the oldest unpublished event on, so an
+      // aggregate's published history is not read.
+      claim: `SELECT ${OUTBOX_CLAIM_COLUMNS} FROM ${t} e INDEXED BY "${this.table}_pending_idx"
+        WHERE e.published_at IS NULL AND e.available_at <= ?1
+          AND e.seq NOT IN (SELECT value FROM json_each(?3))
+          AND NOT EXISTS (
+            SELECT 1 FROM ${t} d INDEXED BY "${this.table}_aggregate_idx"
+            WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
+              AND d.seq >= (SELECT min(seq) FROM ${t} WHERE published_at IS NULL) AND d.seq < e.seq
+              AND d.published_at IS NULL
+              AND (d.available_at > ?1 OR d.seq IN (SELECT value FROM json_each(?3))))
+        ORDER BY e.seq LIMIT ?2`,
+      markPublished: `UPDATE ${t} SET published_at = ?1
+        WHERE published_at IS NULL AND id IN (SELECT value FROM json_each(?3)) AND ${fenced('?2')}`,
       // The rowid finds a row without a probe of the id index: half the cost of a mark by id.
-      markPublishedBySeq: `UPDATE ${t} SET published_at = ?, claimed_by = NULL, claimed_until = NULL
-        WHERE claimed_by = ? AND published_at IS NULL AND seq IN (SELECT value FROM json_each(?))`,
+      markPublishedBySeq: `UPDATE ${t} SET published_at = ?1
+        WHERE published_at IS NULL AND seq IN (SELECT value FROM json_each(?3)) AND ${fenced('?2')}`,
       // A batch claimed from a backlog is usually a run of consecutive `seq`: a range spares the JSON
       // list and its parse. Used only when every `seq` of the range is in the batch.
-      markPublishedBySeqRange: `UPDATE ${t} SET published_at = ?1, claimed_by = NULL, claimed_until = NULL
-        WHERE seq BETWEEN ?3 AND ?4 AND claimed_by = ?2 AND published_at IS NULL`,
-      release: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?, available_at = ?,
-        claimed_by = NULL, claimed_until = NULL
-        WHERE id = ? AND claimed_by = ? AND published_at IS NULL`,
-      unclaim: `UPDATE ${t} SET claimed_by = NULL, claimed_until = NULL
-        WHERE claimed_by = ? AND published_at IS NULL AND id IN (SELECT value FROM json_each(?))`,
-      requeue: `UPDATE ${t} SET published_at = NULL, attempts = 0, last_error = NULL, available_at = ?,
-        claimed_by = NULL, claimed_until = NULL
+      markPublishedBySeqRange: `UPDATE ${t} SET published_at = ?1
+        WHERE seq BETWEEN ?3 AND ?4 AND published_at IS NULL AND ${fenced('?2')}`,
+      release: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?1, available_at = ?2
+        WHERE id = ?3 AND published_at IS NULL AND ${fenced('?4')}`,
+      releaseBySeq: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?1, available_at = ?2
+        WHERE seq = ?3 AND published_at IS NULL AND ${fenced('?4')}`,
+      requeue: `UPDATE ${t} SET published_at = NULL, attempts = 0, last_error = NULL, available_at = ?
         WHERE published_at IS NOT NULL AND id IN (SELECT value FROM json_each(?))`,
       // An event is published after it is appended, so every prunable event has `created_at` before
       // the cut-off too: the scan walks the creation index over old events only.
@@ -408,33 +428,55 @@ export class SqliteOutboxStore implements OutboxStore {
     this.#commitTimer.unref?.();
   }
 
+  /**
+   * Takes the outbox's lease for `relayId` (or renews it, once less than 90 % of it is left) and,
+   * if it holds it, reads up to `limit` qualifying events oldest first. Another relay's live lease
+   * yields nothing, as does an open transaction on the store's own handle.
+   */
   async claim(relayId: string, limit: number, leaseMs: number): Promise<ClaimedOutboxEvent[]> {
     checkClaim(relayId, limit, leaseMs);
     // On a handle inside someone's transaction the claim would see rows that may still roll back.
     if (transactionOpen(this.db) === true) return [];
     const now = this.#clock.now();
-    const statement = this.#statement('claim');
-    const rows = statement.all(now, limit, relayId, now + leaseMs);
+    if (relayId !== this.#inFlightRelay || this.#leaseUntil - now < leaseMs * LEASE_RENEW_BELOW) {
+      if (this.#statement('lease').get(relayId, now, now + leaseMs) === undefined) return [];
+      if (this.#inFlightRelay !== relayId) {
+        // The lease changed hands within this store: what the previous relay had in flight is this
+        // one's to publish now, and that relay's marks are fenced off.
+        this.#claimedSeqs.clear();
+        this.#inFlightRelay = relayId;
+      }
+      this.#leaseUntil = now + leaseMs;
+    }
+    const inFlight = this.#claimedSeqs.size === 0 ? '[]' : JSON.stringify([...this.#claimedSeqs.values()]);
+    const rows = this.#statement('claim').all(now, limit, inFlight);
     const claimed: ClaimedOutboxEvent[] = new Array(rows.length);
     if (this.#claimArrays) {
-      const values = rows as unknown[][];
-      if (!inAppendOrder(values)) values.sort(byAppendOrderOfValues);
-      for (let i = 0; i < values.length; i++) {
-        const row = values[i] as unknown[];
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i] as unknown as unknown[];
         const event = claimedFromValues(row);
         this.#claimedSeqs.set(event.id, Number(row[CLAIM_SEQ]));
         claimed[i] = event;
       }
       return claimed;
     }
-    const objects = rows as OutboxRow[];
-    if (objects.length > 1) objects.sort(byAppendOrder);
-    for (let i = 0; i < objects.length; i++) {
-      const row = objects[i] as OutboxRow;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i] as OutboxRow;
       this.#claimedSeqs.set(row.id, Number(row.seq));
       claimed[i] = claimedFromRow(row);
     }
     return claimed;
+  }
+
+  /**
+   * Takes the `seq` of `id` off the events in flight, if `relayId` claimed it through this store.
+   * Another relay's calls leave the list alone: its events are in flight for the lease holder.
+   */
+  #settle(relayId: string, id: string): number | undefined {
+    if (relayId !== this.#inFlightRelay) return undefined;
+    const seq = this.#claimedSeqs.get(id);
+    if (seq !== undefined) this.#claimedSeqs.delete(id);
+    return seq;
   }
 
   async markPublished(relayId: string, ids: readonly string[]): Promise<void> {
@@ -446,17 +488,16 @@ export class SqliteOutboxStore implements OutboxStore {
     let lowest = Number.POSITIVE_INFINITY;
     let highest = Number.NEGATIVE_INFINITY;
     for (const id of ids) {
-      const seq = this.#claimedSeqs.get(id);
+      const seq = this.#settle(relayId, id);
       if (seq === undefined) unknown.push(id);
       else {
-        this.#claimedSeqs.delete(id);
         seqs.push(seq);
         if (seq < lowest) lowest = seq;
         if (seq > highest) highest = seq;
       }
     }
-    // The claim fences both: a row another relay has taken over since is left alone. The seqs are
-    // distinct (each id was taken off the map once), so as many as the range is wide fill it.
+    // The lease fences both. The seqs are distinct (each id was taken off the map once), so as many
+    // as the range is wide fill it.
     if (seqs.length > 0 && highest - lowest + 1 === seqs.length) {
       this.#statement('markPublishedBySeqRange').run(now, relayId, lowest, highest);
     } else if (seqs.length > 0) {
@@ -467,15 +508,30 @@ export class SqliteOutboxStore implements OutboxStore {
 
   async release(relayId: string, id: string, error: string, retryAt: number): Promise<void> {
     checkRelayId(relayId);
-    this.#claimedSeqs.delete(id);
-    this.#statement('release').run(String(error), retryAt, id, relayId);
+    const seq = this.#settle(relayId, id);
+    if (seq === undefined) this.#statement('release').run(String(error), retryAt, id, relayId);
+    else this.#statement('releaseBySeq').run(String(error), retryAt, seq, relayId);
   }
 
+  /** Puts the events back among the claimable ones: nothing was written for them, so nothing is. */
   async unclaim(relayId: string, ids: readonly string[]): Promise<void> {
     checkRelayId(relayId);
     if (checkIds(ids).length === 0) return;
-    for (const id of ids) this.#claimedSeqs.delete(id);
-    this.#statement('unclaim').run(relayId, JSON.stringify(ids));
+    for (const id of ids) this.#settle(relayId, id);
+  }
+
+  /**
+   * Gives up the lease if `relayId` holds it, so another relay takes over at its next claim instead
+   * of when the lease runs out. The relay calls it when it stops.
+   */
+  async relinquish(relayId: string): Promise<void> {
+    checkRelayId(relayId);
+    this.#statement('relinquish').run(relayId);
+    if (relayId === this.#inFlightRelay) {
+      this.#claimedSeqs.clear();
+      this.#inFlightRelay = undefined;
+      this.#leaseUntil = Number.NEGATIVE_INFINITY;
+    }
   }
 
   async find(filter: OutboxFilter): Promise<StoredOutboxEvent[]> {
