@@ -135,6 +135,24 @@ describe('sqlite outbox specifics', () => {
     secondDb.close();
   });
 
+  it('skips the events in flight, and their aggregates, whether they are one run of seq or not', async () => {
+    const db = new DatabaseSync(':memory:');
+    const store = sqliteOutbox({ db });
+    const event = (aggregateId: string) => ({ type: 't', aggregateType: 'a', aggregateId, payload: null });
+    db.exec('BEGIN');
+    const [a1, b1, a2] = await store.append(db, [event('a'), event('b'), event('a'), event('c'), event('d')]);
+    db.exec('COMMIT');
+    expect((await store.claim('r1', 3, 1_000)).map((e) => e.id)).toEqual([a1?.id, b1?.id, a2?.id]);
+    // In flight: a1 and a2, with the published b1 between them.
+    await store.markPublished('r1', [b1?.id as string]);
+    expect((await store.claim('r1', 1, 1_000)).map((e) => e.aggregateId)).toEqual(['c']);
+    // a2 handed back while a1 is still out: it waits behind a1.
+    await store.unclaim('r1', [a2?.id as string]);
+    expect((await store.claim('r1', 10, 1_000)).map((e) => e.aggregateId)).toEqual(['d']);
+    await store.markPublished('r1', [a1?.id as string]);
+    expect((await store.claim('r1', 10, 1_000)).map((e) => e.id)).toEqual([a2?.id]);
+  });
+
   it('gives the lease up when its relay stops, so a relay on another connection starts at once', async () => {
     const path = join(scratch, `stop-${files++}.db`);
     const firstDb = new DatabaseSync(path, { timeout: 1_000 });

@@ -130,6 +130,7 @@ DROP INDEX IF EXISTS "${table}_published_idx";
 type StatementName =
   | 'lease'
   | 'claim'
+  | 'claimListed'
   | 'relinquish'
   | 'markPublished'
   | 'markPublishedBySeq'
@@ -258,6 +259,15 @@ export class SqliteOutboxStore implements OutboxStore {
     // Every write of the relay's goes through only while its relay holds the lease.
     const fenced = (relay: string) =>
       `EXISTS (SELECT 1 FROM ${lease} WHERE singleton = 1 AND relay_id = ${relay})`;
+    const claimSql = (notInFlight: string, inFlight: string) =>
+      `SELECT ${OUTBOX_CLAIM_COLUMNS} FROM ${t} e INDEXED BY "${this.table}_pending_idx"
+        WHERE e.published_at IS NULL AND e.available_at <= ?1 AND ${notInFlight}
+          AND NOT EXISTS (
+            SELECT 1 FROM ${t} d INDEXED BY "${this.table}_aggregate_idx"
+            WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
+              AND d.seq >= (SELECT min(seq) FROM ${t} WHERE published_at IS NULL) AND d.seq < e.seq
+              AND d.published_at IS NULL AND (d.available_at > ?1 OR ${inFlight}))
+        ORDER BY e.seq LIMIT ?2`;
     this.#sql = Object.freeze({
       insert: `INSERT INTO ${t} (id, type, aggregate_type, aggregate_id, payload, headers, created_at, available_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -272,19 +282,15 @@ export class SqliteOutboxStore implements OutboxStore {
       // An event qualifies when it is not in flight and no unpublished event of its aggregate up to
       // and including itself is in flight or waiting for its retry time; taking the first `limit` of
       // those in append order then never takes an event without every earlier unpublished event of
-      // its aggregate. `?3` lists the `seq` of the events in flight (a JSON array). The earlier events
-      // of an aggregate are looked up in its index from the oldest unpublished event on, so an
-      // aggregate's published history is not read.
-      claim: `SELECT ${OUTBOX_CLAIM_COLUMNS} FROM ${t} e INDEXED BY "${this.table}_pending_idx"
-        WHERE e.published_at IS NULL AND e.available_at <= ?1
-          AND e.seq NOT IN (SELECT value FROM json_each(?3))
-          AND NOT EXISTS (
-            SELECT 1 FROM ${t} d INDEXED BY "${this.table}_aggregate_idx"
-            WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
-              AND d.seq >= (SELECT min(seq) FROM ${t} WHERE published_at IS NULL) AND d.seq < e.seq
-              AND d.published_at IS NULL
-              AND (d.available_at > ?1 OR d.seq IN (SELECT value FROM json_each(?3))))
-        ORDER BY e.seq LIMIT ?2`,
+      // its aggregate. The earlier events of an aggregate are looked up in its index from the oldest
+      // unpublished event on, so an aggregate's published history is not read. The events in flight
+      // are usually one run of `seq` (the batches of a backlog follow each other): `claim` takes
+      // them as the range `?3`–`?4`, `claimListed` as a JSON array in `?3`.
+      claim: claimSql('e.seq NOT BETWEEN ?3 AND ?4', 'd.seq BETWEEN ?3 AND ?4'),
+      claimListed: claimSql(
+        'e.seq NOT IN (SELECT value FROM json_each(?3))',
+        'd.seq IN (SELECT value FROM json_each(?3))',
+      ),
       markPublished: `UPDATE ${t} SET published_at = ?1
         WHERE published_at IS NULL AND id IN (SELECT value FROM json_each(?3)) AND ${fenced('?2')}`,
       // The rowid finds a row without a probe of the id index: half the cost of a mark by id.
@@ -325,7 +331,7 @@ export class SqliteOutboxStore implements OutboxStore {
     let statement = this.#statements.get(name);
     if (statement === undefined) {
       statement = this.db.prepare(this.#sql[name]);
-      if (name === 'claim') this.#claimArrays = returnArrays(statement);
+      if (name === 'claim' || name === 'claimListed') this.#claimArrays = returnArrays(statement);
       this.#statements.set(name, statement);
     }
     return statement;
@@ -448,8 +454,18 @@ export class SqliteOutboxStore implements OutboxStore {
       }
       this.#leaseUntil = now + leaseMs;
     }
-    const inFlight = this.#claimedSeqs.size === 0 ? '[]' : JSON.stringify([...this.#claimedSeqs.values()]);
-    const rows = this.#statement('claim').all(now, limit, inFlight);
+    let lowest = Number.POSITIVE_INFINITY;
+    let highest = Number.NEGATIVE_INFINITY;
+    for (const seq of this.#claimedSeqs.values()) {
+      if (seq < lowest) lowest = seq;
+      if (seq > highest) highest = seq;
+    }
+    const size = this.#claimedSeqs.size;
+    // Nothing in flight is the empty range 1–0; distinct seqs as many as the range is wide fill it.
+    const rows =
+      size === 0 || highest - lowest + 1 === size
+        ? this.#statement('claim').all(now, limit, size === 0 ? 1 : lowest, size === 0 ? 0 : highest)
+        : this.#statement('claimListed').all(now, limit, JSON.stringify([...this.#claimedSeqs.values()]));
     const claimed: ClaimedOutboxEvent[] = new Array(rows.length);
     if (this.#claimArrays) {
       for (let i = 0; i < rows.length; i++) {
