@@ -145,14 +145,17 @@ function checkHeaders(field: string, value: unknown): Readonly<Record<string, st
   return Object.freeze(headers);
 }
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** Either character {@link checkText} looks at closer: most strings (ids, names) have neither. */
+const SURROGATE_OR_NUL = /[\u0000\uD800-\uDFFF]/;
 
 /**
  * Strings must be well-formed Unicode (a lone surrogate becomes U+FFFD in a database or on the wire)
- * and free of U+0000 (Postgres text and many brokers' headers refuse it).
+ * and free of U+0000 (Postgres text and many brokers' headers refuse it). One scan for either
+ * character clears the usual string; `isWellFormed` then tells a lone surrogate from a pair.
  */
 function checkText(_field: string, value: string, fail: (reason: string) => Error): void {
-  if (LONE_SURROGATE.test(value)) throw fail('is not well-formed Unicode (a lone surrogate)');
+  if (!SURROGATE_OR_NUL.test(value)) return;
+  if (!value.isWellFormed()) throw fail('is not well-formed Unicode (a lone surrogate)');
   if (value.includes('\u0000')) throw fail('contains the character U+0000');
 }
 
