@@ -11,7 +11,7 @@
  */
 import { DatabaseSync } from 'node:sqlite';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
-import { type NewOutboxEvent, uuidv7 } from 'keel/outbox';
+import type { NewOutboxEvent } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { groupedSqliteAppends } from './grouped-sqlite-appends.ts';
 
@@ -29,7 +29,7 @@ export interface ProducerRun {
 
 /** What the thread reports. */
 export type ProducerReport =
-  | { readonly kind: 'committed'; readonly ids: readonly string[]; readonly at: number }
+  | { readonly kind: 'committed'; readonly ns: readonly number[]; readonly at: number }
   | { readonly kind: 'done'; readonly produced: number; readonly transactions: number };
 
 if (parentPort === null) throw new Error('sqlite-producer-worker runs as a worker thread');
@@ -42,23 +42,22 @@ const grouped = groupedSqliteAppends(db, store);
 
 function newEvent(i: number): NewOutboxEvent {
   return {
-    id: uuidv7(),
     type: 'payment.completed',
     aggregateType: 'payment',
     aggregateId: `q-${i}`,
-    payload: { amount: 1_500 },
+    payload: { amount: 1_500, n: i },
   };
 }
 
 async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
   let issued = 0;
   const transactionsBefore = grouped.transactions;
-  /** Ids committed since the last report: one message per commit, not per event. */
-  let committed: string[] = [];
+  /** Numbers of the events committed since the last report: one message per commit, not per event. */
+  let committed: number[] = [];
   let reportQueued = false;
   const report = () => {
     reportQueued = false;
-    port.postMessage({ kind: 'committed', ids: committed, at: Date.now() } satisfies ProducerReport);
+    port.postMessage({ kind: 'committed', ns: committed, at: Date.now() } satisfies ProducerReport);
     committed = [];
   };
   const appends: Promise<void>[] = [];
@@ -69,11 +68,11 @@ async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
       let owed = Math.min(total, rate * ((performance.now() - started) / 1000)) - issued;
       while (owed >= 1 && issued < total) {
         owed -= 1;
-        const event = newEvent(issued++);
+        const n = issued++;
         appends.push(
-          grouped.append(event).then(() => {
+          grouped.append(newEvent(n)).then(() => {
             // Every append of a group settles in the same turn, right after its COMMIT.
-            committed.push(event.id as string);
+            committed.push(n);
             if (!reportQueued) {
               reportQueued = true;
               queueMicrotask(report);
