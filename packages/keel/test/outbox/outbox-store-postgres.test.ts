@@ -106,12 +106,15 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
       await store.close();
     });
 
-    it('drops the type and publication-time indexes of earlier versions and leaves pages room for HOT leases', async () => {
+    it('drops the type, publication-time and unpublished-aggregate indexes of earlier versions and leaves pages room for HOT leases', async () => {
       const h = await harness();
       const store = h.store as ReturnType<typeof postgresOutbox>;
       await pool.query(`CREATE INDEX "${store.table}_type_idx" ON "${store.table}" (type, created_at)`);
       await pool.query(
         `CREATE INDEX "${store.table}_published_idx" ON "${store.table}" (published_at) WHERE published_at IS NOT NULL`,
+      );
+      await pool.query(
+        `CREATE INDEX "${store.table}_pending_aggregate_idx" ON "${store.table}" (aggregate_type, aggregate_id, seq) WHERE published_at IS NULL`,
       );
       await store.ensureSchema();
       const { rows } = await pool.query(
@@ -121,7 +124,6 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
       expect(rows.map((row: { indexname: string }) => row.indexname.slice(store.table.length))).toEqual([
         '_aggregate_idx',
         '_created_idx',
-        '_pending_aggregate_idx',
         '_pending_idx',
       ]);
       const options = await pool.query('SELECT reloptions FROM pg_class WHERE relname = $1', [store.table]);

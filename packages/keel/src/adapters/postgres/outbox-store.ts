@@ -92,7 +92,7 @@ export interface PostgresOutboxOptions {
 
 const DEFAULTS = Object.freeze({ table: 'keel_outbox' });
 
-/** Room for `_pending_aggregate_idx` within Postgres' 63-byte names. */
+/** Room for the longest index suffix within Postgres' 63-byte names, `_pending_aggregate_idx` (the index of earlier versions that `ensureSchema` drops). */
 const MAX_TABLE_LENGTH = 40;
 
 /** Reconnecting the listener after an error: from 100 ms, doubling to 5 s. */
@@ -108,11 +108,11 @@ const SELECT_COLUMNS = `o.seq, o.id, o.type, o.aggregate_type, o.aggregate_id, o
 /**
  * The DDL of the outbox table, for a migration tool. Idempotent (`IF NOT EXISTS`). `seq` is the
  * append order; times are `bigint` epoch milliseconds; payload and headers are `json`, which keeps
- * the text exactly as appended. Partial indexes over unpublished rows serve the claim; the aggregate
- * index serves the claim's chains and `find` by aggregate, and the creation-time index serves `find`
- * by time and the retention prune (an event is published after it is created). It drops the type
- * and publication-time indexes of earlier versions: a publish rewrites the row, and a rewrite that
- * changes `published_at` adds an entry to every index. Pages are left a quarter free
+ * the text exactly as appended. A partial index over unpublished rows gives the claim its order; the
+ * aggregate index serves the claim's chains and `find` by aggregate, and the creation-time index
+ * serves `find` by time and the retention prune (an event is published after it is created). It
+ * drops the type, publication-time and unpublished-aggregate indexes of earlier versions: a publish
+ * rewrites the row, and a rewrite that changes `published_at` adds an entry to every index. Pages are left a quarter free
  * (`fillfactor`), so a claim's lease, which touches no indexed column, is a HOT update that adds
  * none.
  *
@@ -142,10 +142,9 @@ export function postgresOutboxDdl(options: { table?: string; schema?: string } =
   claimed_until bigint
 ) WITH (fillfactor = 75);
 CREATE INDEX IF NOT EXISTS "${table}_pending_idx" ON ${t} (seq) WHERE published_at IS NULL;
-CREATE INDEX IF NOT EXISTS "${table}_pending_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq)
-  WHERE published_at IS NULL;
 CREATE INDEX IF NOT EXISTS "${table}_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq);
 CREATE INDEX IF NOT EXISTS "${table}_created_idx" ON ${t} (created_at);
+DROP INDEX IF EXISTS ${index('pending_aggregate_idx')};
 DROP INDEX IF EXISTS ${index('type_idx')};
 DROP INDEX IF EXISTS ${index('published_idx')};
 `;
@@ -251,8 +250,12 @@ export class PostgresOutboxStore implements OutboxStore {
       // Its own claimability is tested on the row itself, so the lock's re-check sees a claim that
       // committed after this statement began. chain: each head and the events after it, up to the
       // first one leased or waiting for its retry time, oldest first. The chain is read per head
-      // (LATERAL, through the pending-aggregate index), so a claim costs what it takes, not a
-      // scan of the whole backlog.
+      // (LATERAL, through the aggregate index), so a claim costs what it takes, not a scan of the
+      // whole backlog; a head's earlier events are looked for only from the oldest unpublished
+      // event on, so an aggregate's published history is not read. No partial index is keyed by
+      // aggregate: after a VACUUM that found every event published, Postgres counts such an index
+      // as empty and read all of it to find a batch's rows by `seq` (400 ms a claim over 35,000
+      // unpublished events, where the primary key takes 5 ms).
       claim: `WITH heads AS (
           SELECT h.seq, h.aggregate_type, h.aggregate_id FROM ${t} h
           WHERE h.published_at IS NULL
@@ -261,7 +264,8 @@ export class PostgresOutboxStore implements OutboxStore {
             AND NOT EXISTS (
               SELECT 1 FROM ${t} p
               WHERE p.aggregate_type = h.aggregate_type AND p.aggregate_id = h.aggregate_id
-                AND p.published_at IS NULL AND p.seq < h.seq)
+                AND p.seq >= (SELECT min(f.seq) FROM ${t} f WHERE f.published_at IS NULL)
+                AND p.seq < h.seq AND p.published_at IS NULL)
           ORDER BY h.seq
           LIMIT $4
           FOR UPDATE SKIP LOCKED),
