@@ -14,7 +14,8 @@
  * two figures measured seconds apart would mostly measure that. One round of each runs first and is
  * not counted: the in-process transport publishes 10,000 events in tens of milliseconds, and while
  * the code is still being compiled the first rounds measured it at a third of its later rate. A
- * round moves 50,000 events by default, for the same reason.
+ * round moves 50,000 events by default, for the same reason, and appends the relay's backlog before
+ * either is timed, so the two run back to back.
  *
  * Raw and relay measure the same thing per transport. For NATS JetStream it is the broker's
  * confirmation (the PubAck: the event is stored in the stream). The in-process transport confirms,
@@ -78,7 +79,7 @@ import type { ProducerReport, ProducerRun } from './sqlite-producer-worker.ts';
 
 const json = process.argv.includes('--json');
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 50_000);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const LAG_SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 /** Events in flight at once, for the relay (aggregates published concurrently) and for raw publishing. */
 const WINDOW = 64;
@@ -359,9 +360,8 @@ async function rawPublish(setup: Setup): Promise<number> {
   return rate;
 }
 
-/** Events/s the relay moves from a full outbox to the broker. */
+/** Events/s the relay moves from a full outbox (filled beforehand) to the broker. */
 async function relayThroughput(setup: Setup): Promise<number> {
-  await setup.appendMany(EVENTS);
   const delivered = await deliveredTo(setup, EVENTS);
   let published = 0;
   const done = Promise.withResolvers<void>();
@@ -469,12 +469,15 @@ async function measure(open: () => Promise<Setup>) {
   const setup = await open();
   try {
     const rounds: Array<{ raw: number; relay: number; ratio: number }> = [];
+    await setup.appendMany(EVENTS);
     await rawPublish(setup);
     await relayThroughput(setup);
     for (let round = 0; round < ROUNDS; round++) {
       // Alternating which goes first, so a load that builds up or fades within a round favours neither.
       let raw: number;
       let relay: number;
+      // The relay's backlog is appended first, so that raw and relay run back to back.
+      await setup.appendMany(EVENTS);
       if (round % 2 === 0) {
         raw = await rawPublish(setup);
         relay = await relayThroughput(setup);
