@@ -1,33 +1,19 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { fileURLToPath } from 'node:url';
 import type { InProcessConfirm } from 'keel/outbox';
 import { sqliteInboxDdl, sqliteOutbox } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
+import { type FixtureExit, runFixture } from './fixture-process.ts';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const worker = join(here, 'fixtures', 'in-process-crash-worker.ts');
-const packageRoot = join(here, '..', '..');
 const AGGREGATES = 30;
 const PER_AGGREGATE = 10;
 const EVENTS = AGGREGATES * PER_AGGREGATE;
 const CRASH_AFTER = 60;
 
-function runWorker(args: string[]): Promise<{ code: number | null; signal: string | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--conditions=keel-source', worker, ...args], {
-      cwd: packageRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.on('exit', (code, signal) => resolve({ code, signal, stderr }));
-  });
+function runWorker(args: string[]): Promise<FixtureExit> {
+  return runFixture('in-process-crash-worker.ts', args);
 }
 
 const dirs: string[] = [];

@@ -1,28 +1,12 @@
-import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type OutboxEvent, outboxRelay, type Transport } from 'keel/outbox';
 import { postgresOutbox } from 'keel/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWithService } from '../support/services.ts';
+import { type FixtureExit, runFixture } from './fixture-process.ts';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const worker = join(here, 'fixtures', 'relay-crash-worker.ts');
-const packageRoot = join(here, '..', '..');
-
-function runWorker(args: string[]): Promise<{ code: number | null; signal: string | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--conditions=keel-source', worker, ...args], {
-      cwd: packageRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.on('exit', (code, signal) => resolve({ code, signal, stderr }));
-  });
+function runWorker(args: string[]): Promise<FixtureExit> {
+  return runFixture('relay-crash-worker.ts', args);
 }
 
 describeWithService('DATABASE_URL', 'PostgreSQL relays', (url) => {

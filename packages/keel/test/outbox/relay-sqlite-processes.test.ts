@@ -3,39 +3,19 @@
  * one that is killed mid-batch hands over when its lease runs out, with nothing lost and each
  * aggregate in order.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { fileURLToPath } from 'node:url';
 import { sqliteOutbox } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
+import { type FixtureExit, runFixture } from './fixture-process.ts';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const worker = join(here, 'fixtures', 'sqlite-relay-worker.ts');
-const packageRoot = join(here, '..', '..');
 const scratch = mkdtempSync(join(tmpdir(), 'keel-relay-processes-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-interface Exit {
-  code: number | null;
-  signal: string | null;
-  stderr: string;
-}
-
-function runWorker(args: string[]): Promise<Exit> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--conditions=keel-source', worker, ...args], {
-      cwd: packageRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.on('exit', (code, signal) => resolve({ code, signal, stderr }));
-  });
+function runWorker(args: string[]): Promise<FixtureExit> {
+  return runFixture('sqlite-relay-worker.ts', args);
 }
 
 interface Received {
