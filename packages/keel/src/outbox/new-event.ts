@@ -146,6 +146,7 @@ function checkHeaders(field: string, value: unknown): Readonly<Record<string, st
 }
 
 /** Either character {@link checkText} looks at closer: most strings (ids, names) have neither. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is one of the characters looked for.
 const SURROGATE_OR_NUL = /[\u0000\uD800-\uDFFF]/;
 
 /**
