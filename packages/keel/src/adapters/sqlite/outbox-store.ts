@@ -2,8 +2,8 @@
  * The transactional outbox in SQLite: events are rows written through the caller's handle inside
  * their `BEGIN`, so they commit or roll back with the state change, and one relay at a time publishes
  * them in append order. SQLite has one writer at a time, so relays on one file would only queue for
- * its write lock: the relay that holds the outbox's lease (one row beside the table, renewed by every
- * claim) is the only one that claims, and what it has claimed is kept in its store's memory rather
+ * its write lock: the relay that holds the outbox's lease (one row beside the table, renewed as it
+ * claims) is the only one that claims, and what it has claimed is kept in its store's memory rather
  * than written into each row. A claim is then a read, and each event is written once by the relay,
  * when it is marked published. The marks and releases are fenced by the lease, so a relay that lost
  * it (it stalled past the lease and another took over) changes nothing. Every write of the relay
@@ -187,9 +187,8 @@ function transactionOpen(handle: object): boolean | undefined {
  *   Invalid events throw before anything is written.
  * - **One relay at a time.** A claim first takes the outbox's lease (a row in `<table>_lease`) for
  *   `leaseMs`, or renews it once less than 90 % is left; while another relay's lease is live it
- *   returns nothing. A relay
- *   that dies holding it leaves the outbox to the next one once it runs out; a relay that stops
- *   gives it up at once (`relinquish`).
+ *   returns nothing. A relay that dies holding it leaves the outbox to the next one once it runs
+ *   out; a relay that stops gives it up at once (`relinquish`).
  * - **Claim.** One read picks unpublished events oldest first, skipping the events in flight (kept
  *   in memory), any waiting for its retry time, and any whose aggregate has such an earlier event.
  *   `markPublished` finds the rows this store claimed by `seq`, and writes them only while the relay
