@@ -248,6 +248,25 @@ describe('outbox relay over sqlite and the in-process transport', () => {
     expect(await outbox.find({})).toEqual([]);
   });
 
+  it('stops all the same when giving up the lease fails, and reports the failure', async () => {
+    const { outbox, transport } = setup();
+    const errors: unknown[] = [];
+    const failing = new Proxy(outbox, {
+      get(target, name) {
+        if (name === 'relinquish') return async () => Promise.reject(new Error('disk I/O error'));
+        const value = Reflect.get(target, name, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const relay = outboxRelay({ store: failing, transport, onError: (error) => errors.push(error) });
+    relay.start();
+    await relay.runOnce();
+    await relay.stop();
+    expect(relay.running).toBe(false);
+    expect(relay.stats().storeErrors).toBe(1);
+    expect(errors).toEqual([new Error('disk I/O error')]);
+  });
+
   it('validates its options at construction', () => {
     const { outbox, transport } = setup();
     expect(() => outboxRelay({ store: outbox, transport, batchSize: 0 })).toThrow(/batchSize/);
