@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidOptionError } from 'keel';
-import { IdempotencyLeaseLostError, idempotency } from 'keel/idempotency';
+import { IdempotencyLeaseLostError, type IdempotencyRecord, idempotency } from 'keel/idempotency';
 import { POSTGRES_IDEMPOTENCY_DDL, postgresIdempotencyDdl, postgresStore } from 'keel/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,6 +46,11 @@ describe('postgresStore options', () => {
     expect(ddl).toContain('ON "billing"."idem" (state, lease_until)');
     expect(ddl).toContain('ON "billing"."idem" (expires_at)');
     expect(postgresStore({ pool, table: 'idem', schema: 'billing' }).ddl).toBe(ddl);
+  });
+
+  it('refuses a namedStatements that is not a boolean', () => {
+    expect(() => postgresStore({ pool, namedStatements: 'yes' as never })).toThrow(InvalidOptionError);
+    expect(() => postgresStore({ pool, namedStatements: 1 as never })).toThrow(/^namedStatements: /);
   });
 
   it('refuses a negative or fractional limit before querying', async () => {
@@ -138,13 +143,7 @@ describeWithService('DATABASE_URL', 'postgresStore against Postgres', (url) => {
     const table = uniqueTable();
     tables.push(`"${table}"`);
     const statements: string[] = [];
-    const counting = {
-      query: (text: string, values?: unknown[]) => {
-        statements.push(text);
-        return pool.query(text, values);
-      },
-    };
-    const store = postgresStore({ pool: counting, table });
+    const store = postgresStore({ pool: recording(pool, statements), table });
     await store.ensureSchema();
     const existing = Array.from({ length: 10 }, (_, i) => record(`old-${i}`));
     await Promise.all(existing.map((r) => store.insertIfAbsent(r)));
@@ -183,15 +182,7 @@ describeWithService('DATABASE_URL', 'postgresStore against Postgres', (url) => {
     const table = uniqueTable();
     tables.push(`"${table}"`);
     const statements: string[] = [];
-    const store = postgresStore({
-      pool: {
-        query: (text: string, values?: unknown[]) => {
-          statements.push(text);
-          return single.query(text, values);
-        },
-      },
-      table,
-    });
+    const store = postgresStore({ pool: recording(single, statements), table });
     try {
       await store.ensureSchema();
       const claimed = record('relaxed');
@@ -205,6 +196,73 @@ describeWithService('DATABASE_URL', 'postgresStore against Postgres', (url) => {
     } finally {
       await single.end();
     }
+  });
+
+  it('names the claims, so a connection parses and plans them once, and leaves every other statement unnamed', async () => {
+    const single = new pg.Pool({ connectionString: url, max: 1 });
+    const table = uniqueTable();
+    tables.push(`"${table}"`);
+    const names: Array<string | undefined> = [];
+    const store = postgresStore({ pool: recording(single, [], names), table });
+    try {
+      await store.ensureSchema();
+      const claims = Array.from({ length: 3 }, (_, i) => record(`named-${i}`));
+      await Promise.all(claims.map((r) => store.insertIfAbsent(r)));
+      await store.insertIfAbsent(record('named-alone'));
+      await store.insertIfAbsent(record('named-alone-again'));
+      const claimNames = names.slice(1);
+      expect(claimNames).toHaveLength(3);
+      expect(claimNames.every((name) => name?.startsWith('keel_'))).toBe(true);
+      // The single-row claim reuses its name; the batch has its own.
+      expect(new Set(claimNames).size).toBe(2);
+
+      names.length = 0;
+      const [first] = claims as [IdempotencyRecord];
+      await store.get(first.key);
+      await store.replace(first.token, { ...first, state: 'completed' });
+      await store.delete('named-alone', 'stale');
+      expect(names).toEqual([undefined, undefined, undefined]);
+
+      const { rows } = await single.query('SELECT name, statement FROM pg_prepared_statements');
+      expect(rows.map((row) => row.name).sort()).toEqual([...new Set(claimNames)].sort());
+      expect(rows.every((row) => row.statement.includes(`"${table}"`))).toBe(true);
+    } finally {
+      await single.end();
+    }
+  });
+
+  it('names the claims of two tables apart, on one connection', async () => {
+    const single = new pg.Pool({ connectionString: url, max: 1 });
+    const stores = [uniqueTable(), uniqueTable()].map((table) => {
+      tables.push(`"${table}"`);
+      return postgresStore({ pool: single, table });
+    });
+    try {
+      for (const store of stores) await store.ensureSchema();
+      for (const store of stores) expect(await store.insertIfAbsent(record('shared-key'))).toBe(true);
+      for (const store of stores) expect((await store.get('shared-key'))?.state).toBe('in-flight');
+      const { rows } = await single.query('SELECT count(*)::int AS n FROM pg_prepared_statements');
+      expect(rows[0].n).toBe(2);
+    } finally {
+      await single.end();
+    }
+  });
+
+  it('sends every statement unnamed with namedStatements: false, for a driver that takes only text', async () => {
+    const table = uniqueTable();
+    tables.push(`"${table}"`);
+    const textOnly = {
+      query: (text: string, values?: unknown[]) => {
+        if (typeof text !== 'string') throw new TypeError('this driver takes only text');
+        return pool.query(text, values);
+      },
+    };
+    const store = postgresStore({ pool: textOnly, table, namedStatements: false });
+    await store.ensureSchema();
+    const claims = Array.from({ length: 4 }, (_, i) => record(`unnamed-${i}`));
+    expect(await Promise.all(claims.map((r) => store.insertIfAbsent(r)))).toEqual([true, true, true, true]);
+    expect(await store.insertIfAbsent(record('unnamed-alone'))).toBe(true);
+    expect(await store.insertIfAbsent(record('unnamed-alone'))).toBe(false);
   });
 
   it("keeps the stored token the winner's when one turn claims a key twice", async () => {
@@ -349,3 +407,18 @@ describeWithService('DATABASE_URL', 'postgresStore against Postgres', (url) => {
     expect(completed.rows[0].n).toBe(100);
   }, 60_000);
 });
+
+/**
+ * A pool that records the text (and the name, when a statement is named) of every statement it
+ * runs, taking both of pg's call forms.
+ */
+function recording(target: pg.Pool, texts: string[], names: Array<string | undefined> = []) {
+  return {
+    query: (textOrConfig: string | { name: string; text: string; values: unknown[] }, values?: unknown[]) => {
+      const named = typeof textOrConfig === 'object';
+      texts.push(named ? textOrConfig.text : textOrConfig);
+      names.push(named ? textOrConfig.name : undefined);
+      return named ? target.query(textOrConfig) : target.query(textOrConfig, values);
+    },
+  };
+}
