@@ -57,6 +57,8 @@ export function claimedFromRow(row: Omit<OutboxRow, 'published_at' | 'last_error
 
 /** Positions of the claim's columns in a row read as an array ({@link OUTBOX_CLAIM_COLUMNS}). */
 export const CLAIM_SEQ = 0;
+export const CLAIM_AGGREGATE_TYPE = 3;
+export const CLAIM_AGGREGATE_ID = 4;
 
 /**
  * The row as the relay receives it from a claim, from a driver that returns rows as arrays of

@@ -72,13 +72,14 @@ describe('sqlite outbox specifics', () => {
     controller.abort();
   });
 
-  it('drops the type, publication-time and unpublished-aggregate indexes that earlier versions created', () => {
+  it('drops the type, publication-time and aggregate indexes that earlier versions created', () => {
     const db = new DatabaseSync(':memory:');
     sqliteOutbox({ db, table: 'old_outbox' });
     db.exec(`CREATE INDEX old_outbox_type_idx ON old_outbox (type, created_at);
       CREATE INDEX old_outbox_published_idx ON old_outbox (published_at) WHERE published_at IS NOT NULL;
       CREATE INDEX old_outbox_pending_aggregate_idx ON old_outbox (aggregate_type, aggregate_id, seq)
-        WHERE published_at IS NULL`);
+        WHERE published_at IS NULL;
+      CREATE INDEX old_outbox_aggregate_idx ON old_outbox (aggregate_type, aggregate_id, seq)`);
     sqliteOutbox({ db, table: 'old_outbox' });
     const indexes = db
       .prepare(
@@ -87,7 +88,7 @@ describe('sqlite outbox specifics', () => {
       .all()
       .map((row) => (row as { name: string }).name)
       .sort();
-    expect(indexes).toEqual(['old_outbox_aggregate_idx', 'old_outbox_created_idx', 'old_outbox_pending_idx']);
+    expect(indexes).toEqual(['old_outbox_created_idx', 'old_outbox_pending_idx']);
   });
 
   it('marks events published that another store instance on the same file claimed', async () => {
@@ -153,6 +154,37 @@ describe('sqlite outbox specifics', () => {
     expect((await store.claim('r1', 10, 1_000)).map((e) => e.id)).toEqual([a2?.id]);
   });
 
+  it('reads on past a page of held-back events until the batch is full', async () => {
+    for (const arrays of [true, false]) {
+      const db = new DatabaseSync(':memory:');
+      // A driver whose statements cannot return arrays gets rows as objects: both paths decide alike.
+      const store = sqliteOutbox({ db: arrays ? db : withoutArrayRows(db) });
+      const event = (aggregateId: string) => ({ type: 't', aggregateType: 'a', aggregateId, payload: null });
+      db.exec('BEGIN');
+      const [a1] = await store.append(db, [event('a')]);
+      const [w1] = await store.append(db, [event('w')]);
+      await store.append(db, [
+        ...Array.from({ length: 7 }, () => event('a')),
+        event('w'),
+        event('b'),
+        event('c'),
+      ]);
+      db.exec('COMMIT');
+      expect((await store.claim('r1', 2, 1_000)).map((e) => e.id)).toEqual([a1?.id, w1?.id]);
+      // w1 goes back to wait for its retry; a1 stays in flight. Behind them: seven a, one w, then b, c.
+      await store.release('r1', w1?.id as string, 'Error: broker down', Date.now() + 60_000);
+      expect(
+        (await store.claim('r1', 2, 1_000)).map((e) => e.aggregateId),
+        String(arrays),
+      ).toEqual(['b', 'c']);
+      expect(await store.claim('r1', 2, 1_000)).toEqual([]);
+      // Once a1 is published, a's seven follow in order; w still waits.
+      await store.markPublished('r1', [a1?.id as string]);
+      const next = await store.claim('r1', 10, 1_000);
+      expect(next.map((e) => e.aggregateId)).toEqual(Array.from({ length: 7 }, () => 'a'));
+    }
+  });
+
   it('gives the lease up when its relay stops, so a relay on another connection starts at once', async () => {
     const path = join(scratch, `stop-${files++}.db`);
     const firstDb = new DatabaseSync(path, { timeout: 1_000 });
@@ -179,3 +211,23 @@ describe('sqlite outbox specifics', () => {
     expect(() => sqliteOutbox({ db: {} as DatabaseSync })).toThrow(/db/);
   });
 });
+
+/** `db` as a driver whose statements return rows only as objects (no `setReturnArrays`, no `raw`). */
+function withoutArrayRows(db: DatabaseSync): DatabaseSync {
+  return new Proxy(db, {
+    get(target, property) {
+      if (property !== 'prepare') {
+        const value = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      }
+      return (sql: string) => {
+        const statement = target.prepare(sql);
+        return {
+          run: (...values: never[]) => statement.run(...values),
+          get: (...values: never[]) => statement.get(...values),
+          all: (...values: never[]) => statement.all(...values),
+        };
+      };
+    },
+  });
+}

@@ -26,6 +26,8 @@ import type {
   StoredOutboxEvent,
 } from '../../outbox/outbox-store.ts';
 import {
+  CLAIM_AGGREGATE_ID,
+  CLAIM_AGGREGATE_TYPE,
   CLAIM_SEQ,
   checkClaim,
   checkIds,
@@ -41,6 +43,7 @@ import {
 } from '../../outbox/sql-outbox.ts';
 import type { OutboxGauges, OutboxTelemetry } from '../../outbox/telemetry.ts';
 import { checkSqlIdentifier } from '../sql-identifier.ts';
+import { aggregateKey, EventsInFlight } from './events-in-flight.ts';
 import type { SqliteDatabase, SqliteStatement, SqliteValue } from './idempotency-store.ts';
 
 /** Options of {@link sqliteOutbox}. */
@@ -68,6 +71,9 @@ const DEFAULTS = Object.freeze({ table: 'keel_outbox' });
 
 const MAX_TABLE_LENGTH = 48;
 
+/** Position of `available_at`, which the claim reads after {@link OUTBOX_CLAIM_COLUMNS}. */
+const CLAIM_AVAILABLE_AT = 9;
+
 /** How often a pending commit is looked for: from 1 ms, doubling to 50 ms while it stays open. */
 const COMMIT_CHECK_FIRST_MS = 1;
 const COMMIT_CHECK_MAX_MS = 50;
@@ -84,11 +90,12 @@ const BLIND_WAKES_MS: readonly number[] = [1, 10, 100];
  * The DDL of the outbox table and its lease, for a migration tool. Idempotent (`IF NOT EXISTS`).
  * `seq` is the append order (never reused, thanks to `AUTOINCREMENT`); times are `INTEGER` epoch
  * milliseconds; payload and headers are JSON text. A partial index over unpublished rows gives the
- * claim its order; the aggregate index serves the claim's look at an aggregate's earlier events and
- * `find` by aggregate, and the creation-time index serves `find` by time and the retention prune (an
+ * claim its order, and the creation-time index serves `find` by time and the retention prune (an
  * event is published after it is created). It drops the indexes of earlier versions on type,
- * publication time and unpublished aggregates: each cost every append and every publish a write, the
- * last one into a page picked by the aggregate's id, so a batch's mark rewrote hundreds of them.
+ * publication time and aggregates: each cost every append or publish a write, and those on
+ * aggregates wrote into a page picked by the aggregate's id, so with ids as random as UUIDs an append
+ * cost six times what it does without them. `find` by aggregate alone reads the whole table; give
+ * it a time range (`since`, `until`) to read only that part.
  * The `<table>_lease` table holds at most one row: the relay that may publish, and until when.
  * Tables created by earlier versions keep their per-row `claimed_by` and `claimed_until` columns,
  * which are no longer read or written.
@@ -119,8 +126,8 @@ CREATE TABLE IF NOT EXISTS "${table}_lease" (
   until INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS "${table}_pending_idx" ON ${t} (seq) WHERE published_at IS NULL;
-CREATE INDEX IF NOT EXISTS "${table}_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq);
 CREATE INDEX IF NOT EXISTS "${table}_created_idx" ON ${t} (created_at);
+DROP INDEX IF EXISTS "${table}_aggregate_idx";
 DROP INDEX IF EXISTS "${table}_pending_aggregate_idx";
 DROP INDEX IF EXISTS "${table}_type_idx";
 DROP INDEX IF EXISTS "${table}_published_idx";
@@ -189,8 +196,10 @@ function transactionOpen(handle: object): boolean | undefined {
  *   `leaseMs`, or renews it once less than 90 % is left; while another relay's lease is live it
  *   returns nothing. A relay that dies holding it leaves the outbox to the next one once it runs
  *   out; a relay that stops gives it up at once (`relinquish`).
- * - **Claim.** One read picks unpublished events oldest first, skipping the events in flight (kept
- *   in memory), any waiting for its retry time, and any whose aggregate has such an earlier event.
+ * - **Claim.** A read of unpublished events oldest first, less those in flight (kept in memory):
+ *   it takes them in order but skips any waiting for its retry time and every later event of an
+ *   aggregate that has one waiting or in flight. It reads on past skipped events until it has
+ *   `limit` or none are left.
  *   `markPublished` finds the rows this store claimed by `seq`, and writes them only while the relay
  *   still holds the lease. While the store's own handle is inside a transaction, claims return
  *   nothing, so a relay never publishes events an open transaction could still roll back.
@@ -224,10 +233,10 @@ export class SqliteOutboxStore implements OutboxStore {
   readonly #signal = new AppendSignal();
   readonly #pendingCommits = new Set<object>();
   /**
-   * The events in flight: `seq` of each event this store claimed for `#inFlightRelay` and has not yet
-   * seen marked, released or unclaimed, by id. The claim skips them and their aggregates' later events.
+   * The events this store claimed for `#inFlightRelay` and has not yet seen marked, released or
+   * unclaimed. The claim skips them and their aggregates' later events.
    */
-  readonly #claimedSeqs = new Map<string, number>();
+  readonly #inFlight = new EventsInFlight();
   /** The relay the events in flight were claimed for: the last one this store saw take the lease. */
   #inFlightRelay: string | undefined;
   /** Until when `#inFlightRelay` holds the lease, as of its last renewal here. */
@@ -258,15 +267,10 @@ export class SqliteOutboxStore implements OutboxStore {
     // Every write of the relay's goes through only while its relay holds the lease.
     const fenced = (relay: string) =>
       `EXISTS (SELECT 1 FROM ${lease} WHERE singleton = 1 AND relay_id = ${relay})`;
-    const claimSql = (notInFlight: string, inFlight: string) =>
-      `SELECT ${OUTBOX_CLAIM_COLUMNS} FROM ${t} e INDEXED BY "${this.table}_pending_idx"
-        WHERE e.published_at IS NULL AND e.available_at <= ?1 AND ${notInFlight}
-          AND NOT EXISTS (
-            SELECT 1 FROM ${t} d INDEXED BY "${this.table}_aggregate_idx"
-            WHERE d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id
-              AND d.seq >= (SELECT min(seq) FROM ${t} WHERE published_at IS NULL) AND d.seq < e.seq
-              AND d.published_at IS NULL AND (d.available_at > ?1 OR ${inFlight}))
-        ORDER BY e.seq LIMIT ?2`;
+    const claimSql = (notInFlight: string) =>
+      `SELECT ${OUTBOX_CLAIM_COLUMNS}, available_at FROM ${t} INDEXED BY "${this.table}_pending_idx"
+        WHERE published_at IS NULL AND seq > ?1 AND ${notInFlight}
+        ORDER BY seq LIMIT ?2`;
     this.#sql = Object.freeze({
       insert: `INSERT INTO ${t} (id, type, aggregate_type, aggregate_id, payload, headers, created_at, available_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -278,18 +282,12 @@ export class SqliteOutboxStore implements OutboxStore {
           WHERE relay_id = excluded.relay_id OR until <= ?2
         RETURNING relay_id`,
       relinquish: `DELETE FROM ${lease} WHERE singleton = 1 AND relay_id = ?`,
-      // An event qualifies when it is not in flight and no unpublished event of its aggregate up to
-      // and including itself is in flight or waiting for its retry time; taking the first `limit` of
-      // those in append order then never takes an event without every earlier unpublished event of
-      // its aggregate. The earlier events of an aggregate are looked up in its index from the oldest
-      // unpublished event on, so an aggregate's published history is not read. The events in flight
-      // are usually one run of `seq` (the batches of a backlog follow each other): `claim` takes
-      // them as the range `?3`–`?4`, `claimListed` as a JSON array in `?3`.
-      claim: claimSql('e.seq NOT BETWEEN ?3 AND ?4', 'd.seq BETWEEN ?3 AND ?4'),
-      claimListed: claimSql(
-        'e.seq NOT IN (SELECT value FROM json_each(?3))',
-        'd.seq IN (SELECT value FROM json_each(?3))',
-      ),
+      // The unpublished events after `seq` ?1 in append order, up to ?2, less those in flight: usually
+      // one run of `seq` (the batches of a backlog follow each other), which `claim` skips as the
+      // range ?3–?4 and `claimListed` as the JSON array ?3. The claim decides in memory which of them
+      // it takes (see `claim`).
+      claim: claimSql('seq NOT BETWEEN ?3 AND ?4'),
+      claimListed: claimSql('seq NOT IN (SELECT value FROM json_each(?3))'),
       markPublished: `UPDATE ${t} SET published_at = ?1
         WHERE published_at IS NULL AND id IN (SELECT value FROM json_each(?3)) AND ${fenced('?2')}`,
       // The rowid finds a row without a probe of the id index: half the cost of a mark by id.
@@ -448,37 +446,58 @@ export class SqliteOutboxStore implements OutboxStore {
       if (this.#inFlightRelay !== relayId) {
         // The lease changed hands within this store: what the previous relay had in flight is this
         // one's to publish now, and that relay's marks are fenced off.
-        this.#claimedSeqs.clear();
+        this.#inFlight.clear();
         this.#inFlightRelay = relayId;
       }
       this.#leaseUntil = now + leaseMs;
     }
-    let lowest = Number.POSITIVE_INFINITY;
-    let highest = Number.NEGATIVE_INFINITY;
-    for (const seq of this.#claimedSeqs.values()) {
-      if (seq < lowest) lowest = seq;
-      if (seq > highest) highest = seq;
-    }
-    const size = this.#claimedSeqs.size;
-    // Nothing in flight is the empty range 1–0; distinct seqs as many as the range is wide fill it.
-    const rows =
-      size === 0 || highest - lowest + 1 === size
-        ? this.#statement('claim').all(now, limit, size === 0 ? 1 : lowest, size === 0 ? 0 : highest)
-        : this.#statement('claimListed').all(now, limit, JSON.stringify([...this.#claimedSeqs.values()]));
-    const claimed: ClaimedOutboxEvent[] = new Array(rows.length);
-    if (this.#claimArrays) {
-      for (let i = 0; i < rows.length; i++) {
-        const row = rows[i] as unknown as unknown[];
-        const event = claimedFromValues(row);
-        this.#claimedSeqs.set(event.id, Number(row[CLAIM_SEQ]));
-        claimed[i] = event;
+    const inFlight = this.#inFlight;
+    const span = inFlight.span();
+    const statement = this.#statement(span.contiguous ? 'claim' : 'claimListed');
+    const listed = span.contiguous ? undefined : JSON.stringify(inFlight.seqs());
+    const claimed: ClaimedOutboxEvent[] = [];
+    const claimedSeqs: number[] = [];
+    const claimedAggregates: string[] = [];
+    // Aggregates whose earliest event met in this scan waits for its retry time.
+    let waiting: Set<string> | undefined;
+    let after = 0;
+    // Unpublished events in append order, a page at a time: an event is taken unless its aggregate
+    // has an event in flight or met one waiting here, which are its earlier events. Its earlier
+    // events that are neither were taken before it in this scan, so a batch may carry several
+    // events of one aggregate, in order. Usually the first page is the batch.
+    scan: for (;;) {
+      const rows =
+        listed === undefined
+          ? statement.all(after, limit, span.lowest, span.highest)
+          : statement.all(after, limit, listed);
+      for (const row of rows) {
+        const values = this.#claimArrays ? (row as unknown as unknown[]) : undefined;
+        const named = row as OutboxRow & { available_at: number | bigint };
+        const seq = Number(values === undefined ? named.seq : values[CLAIM_SEQ]);
+        after = seq;
+        const aggregate =
+          values === undefined
+            ? aggregateKey(named.aggregate_type, named.aggregate_id)
+            : aggregateKey(values[CLAIM_AGGREGATE_TYPE] as string, values[CLAIM_AGGREGATE_ID] as string);
+        if (inFlight.holdsAggregate(aggregate) || waiting?.has(aggregate)) continue;
+        if (Number(values === undefined ? named.available_at : values[CLAIM_AVAILABLE_AT]) > now) {
+          waiting ??= new Set();
+          waiting.add(aggregate);
+          continue;
+        }
+        claimed.push(values === undefined ? claimedFromRow(named) : claimedFromValues(values));
+        claimedSeqs.push(seq);
+        claimedAggregates.push(aggregate);
+        if (claimed.length === limit) break scan;
       }
-      return claimed;
+      if (rows.length < limit) break;
     }
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i] as OutboxRow;
-      this.#claimedSeqs.set(row.id, Number(row.seq));
-      claimed[i] = claimedFromRow(row);
+    for (let i = 0; i < claimed.length; i++) {
+      inFlight.add(
+        (claimed[i] as ClaimedOutboxEvent).id,
+        claimedSeqs[i] as number,
+        claimedAggregates[i] as string,
+      );
     }
     return claimed;
   }
@@ -489,9 +508,7 @@ export class SqliteOutboxStore implements OutboxStore {
    */
   #settle(relayId: string, id: string): number | undefined {
     if (relayId !== this.#inFlightRelay) return undefined;
-    const seq = this.#claimedSeqs.get(id);
-    if (seq !== undefined) this.#claimedSeqs.delete(id);
-    return seq;
+    return this.#inFlight.settle(id);
   }
 
   async markPublished(relayId: string, ids: readonly string[]): Promise<void> {
@@ -543,7 +560,7 @@ export class SqliteOutboxStore implements OutboxStore {
     checkRelayId(relayId);
     this.#statement('relinquish').run(relayId);
     if (relayId === this.#inFlightRelay) {
-      this.#claimedSeqs.clear();
+      this.#inFlight.clear();
       this.#inFlightRelay = undefined;
       this.#leaseUntil = Number.NEGATIVE_INFINITY;
     }
