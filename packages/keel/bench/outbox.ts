@@ -117,12 +117,17 @@ interface Setup {
   close(): Promise<void>;
 }
 
-/** The `i`th event of a phase; the lag phase finds its number in `payload.n`. */
+/**
+ * The `i`th event of a phase; the lag phase finds its number in `payload.n`. Each event is about
+ * another payment, named by a random UUID as a service names its payments: ids that follow each
+ * other (`p-1`, `p-2` …) would land every write into an index by aggregate on the same last page,
+ * which no real outbox sees.
+ */
 function newEvent(i: number): NewOutboxEvent {
   return {
     type: 'payment.completed',
     aggregateType: 'payment',
-    aggregateId: `p-${i}`,
+    aggregateId: randomUUID(),
     payload: { amount: 1_500, n: i },
   };
 }
