@@ -158,7 +158,11 @@ async function sqliteSetup(): Promise<Setup> {
     ? new Worker(new URL('./sqlite-producer-worker.ts', import.meta.url), { workerData: { path } })
     : undefined;
   let n = 0;
-  let transport = inProcessTransport({ confirm: 'accepted' });
+  // A round publishes its events faster than the subscriber takes them, so the log must hold a
+  // whole round: events beyond `maxRetained` would be dropped and never arrive.
+  const freshTransport = () =>
+    inProcessTransport({ confirm: 'accepted', maxRetained: Math.max(100_000, 2 * EVENTS) });
+  let transport = freshTransport();
   return {
     name: 'sqlite → in-process',
     store,
@@ -168,7 +172,7 @@ async function sqliteSetup(): Promise<Setup> {
     untilDelivered: true,
     async freshBroker() {
       await transport.close();
-      transport = inProcessTransport({ confirm: 'accepted' });
+      transport = freshTransport();
     },
     async appendMany(count) {
       for (let done = 0; done < count; done += BATCH) {
