@@ -154,6 +154,13 @@ interface Waiter {
   done: boolean;
 }
 
+/** A delivery not yet settled: by when it comes back, and how it does. */
+interface AwaitingAck {
+  /** `performance.now()` after which it is delivered again. */
+  readonly deadline: number;
+  readonly expire: () => void;
+}
+
 /** Dropped log slots beyond which the log array is compacted (when they are also its larger part). */
 const LOG_COMPACT_AFTER = 1_024;
 
@@ -211,6 +218,13 @@ export class InProcessTransport implements Transport {
   #deadlineHead = 0;
   #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   #waiting = 0;
+  /**
+   * The deliveries not yet settled, in delivery order, which is also their deadline order: every
+   * one waits the same `ackWaitMs`. One timer, armed for the oldest, serves them all, where a timer
+   * per delivery would cost every delivery a timer's start and cancel.
+   */
+  readonly #awaitingAck = new Set<AwaitingAck>();
+  #ackTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: InProcessTransportOptions = {}) {
     const name = options.name ?? DEFAULTS.name;
@@ -439,6 +453,9 @@ export class InProcessTransport implements Transport {
     this.#closed = true;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    this.#awaitingAck.clear();
     const closed = new TransportClosedError(this.name);
     for (const unsettled of this.#unsettled.values()) {
       for (const waiter of unsettled.waiters) this.#finish(waiter, closed);
@@ -555,15 +572,20 @@ export class InProcessTransport implements Transport {
     const settle = (delayMs: number | undefined) => {
       if (settled) return;
       settled = true;
-      clearTimeout(ackWait);
-      this.#timers.delete(ackWait);
+      this.#awaitingAck.delete(awaiting);
+      if (this.#awaitingAck.size === 0 && this.#ackTimer !== undefined) {
+        // Nothing left to come back: no timer keeps the process alive.
+        clearTimeout(this.#ackTimer);
+        this.#ackTimer = undefined;
+      }
       member.unsettled--;
       if (delayMs === undefined) this.#settled(group, next.event);
       else this.#redeliver(group, next, delayMs);
       this.#schedule(group);
     };
-    const ackWait = setTimeout(() => settle(0), this.#ackWaitMs);
-    this.#timers.add(ackWait);
+    const awaiting: AwaitingAck = { deadline: performance.now() + this.#ackWaitMs, expire: () => settle(0) };
+    this.#awaitingAck.add(awaiting);
+    if (this.#ackTimer === undefined) this.#armAckTimer(this.#ackWaitMs);
     const delivery: Delivery = {
       event: next.event,
       deliveryCount: next.deliveryCount,
@@ -580,6 +602,24 @@ export class InProcessTransport implements Transport {
     member.active.add(run);
     void run.finally(() => member.active.delete(run));
   }
+
+  #armAckTimer(delayMs: number): void {
+    this.#ackTimer = setTimeout(this.#expireAcks, Math.max(1, delayMs));
+  }
+
+  /** Delivers again what was not settled in time, oldest first, then waits for the next deadline. */
+  readonly #expireAcks = (): void => {
+    this.#ackTimer = undefined;
+    const now = performance.now();
+    for (const awaiting of this.#awaitingAck) {
+      if (awaiting.deadline > now) {
+        this.#armAckTimer(awaiting.deadline - now);
+        return;
+      }
+      // Settling takes it off the set; iterating a Set while deleting what was visited is safe.
+      awaiting.expire();
+    }
+  };
 
   #redeliver(group: Group, previous: Redelivery, delayMs: number): void {
     const again = { event: previous.event, deliveryCount: previous.deliveryCount + 1 };

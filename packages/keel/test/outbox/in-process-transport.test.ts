@@ -107,6 +107,31 @@ describe('in-process transport', () => {
     await transport.close();
   });
 
+  it('delivers again what was not settled within ackWaitMs, oldest first, and only that', async () => {
+    const transport = inProcessTransport({ confirm: 'accepted', ackWaitMs: 60 });
+    const seen: Array<{ id: string; count: number; at: number }> = [];
+    const started = performance.now();
+    await transport.subscribe({ group: 'g', prefetch: 10 }, async (d) => {
+      seen.push({ id: d.event.id, count: d.deliveryCount, at: performance.now() - started });
+      // e1 and e3 are never settled the first time; e0 and e2 are acknowledged, e4 retried at once.
+      if (d.deliveryCount > 1 || d.event.id === 'e0' || d.event.id === 'e2') await d.ack();
+      else if (d.event.id === 'e4') await d.retry(0);
+    });
+    for (let i = 0; i < 5; i++) await transport.publish(event(`e${i}`));
+    await until(() => seen.filter((s) => s.count === 2).length === 3);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const again = seen.filter((s) => s.count === 2);
+    expect(again.map((s) => s.id)).toEqual(['e4', 'e1', 'e3']);
+    // Delivered again no sooner than ackWaitMs after the first delivery.
+    for (const { id, at } of again.filter((s) => s.id !== 'e4')) {
+      const first = seen.find((s) => s.id === id && s.count === 1)?.at ?? 0;
+      expect(at - first).toBeGreaterThanOrEqual(59);
+    }
+    expect(seen.filter((s) => s.count > 2)).toEqual([]);
+    expect(transport.stats().deliveries).toBe(8);
+    await transport.close();
+  });
+
   it('fails publishes through the fault hook and counts them', async () => {
     const transport = inProcessTransport({
       confirm: 'accepted',
