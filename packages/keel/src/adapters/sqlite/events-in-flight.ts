@@ -20,77 +20,87 @@ export interface SeqSpan {
 /** No event in flight: the empty range 1–0. */
 const NOTHING: SeqSpan = Object.freeze({ lowest: 1, highest: 0, contiguous: true });
 
-/**
- * The key under which an aggregate's events are held back. Aggregate types and ids never hold
- * U+0000 (appends refuse it), so the pair maps to one key and back.
- */
-export function aggregateKey(aggregateType: string, aggregateId: string): string {
-  return `${aggregateType}\u0000${aggregateId}`;
+/** One event in flight. */
+interface InFlight {
+  readonly seq: number;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
 }
 
 /**
  * @example
  * const inFlight = new EventsInFlight();
- * inFlight.add('evt-1', 41, aggregateKey('order', 'o-1'));
- * inFlight.holdsAggregate(aggregateKey('order', 'o-1')); // true: o-1's later events wait
+ * inFlight.add('evt-1', 41, 'order', 'o-1');
+ * inFlight.holdsAggregate('order', 'o-1'); // true: o-1's later events wait
  * inFlight.settle('evt-1'); // 41
  */
 export class EventsInFlight {
-  readonly #seqById = new Map<string, number>();
-  readonly #aggregateById = new Map<string, string>();
-  /** Events in flight per aggregate key. */
-  readonly #perAggregate = new Map<string, number>();
+  readonly #byId = new Map<string, InFlight>();
+  /**
+   * Events in flight per aggregate, by type then id: two lookups of the strings a row holds, where
+   * one key joined from both would build a new string for every row a claim reads.
+   */
+  readonly #perAggregate = new Map<string, Map<string, number>>();
 
   get size(): number {
-    return this.#seqById.size;
+    return this.#byId.size;
   }
 
-  add(id: string, seq: number, aggregate: string): void {
-    if (this.#seqById.has(id)) return;
-    this.#seqById.set(id, seq);
-    this.#aggregateById.set(id, aggregate);
-    this.#perAggregate.set(aggregate, (this.#perAggregate.get(aggregate) ?? 0) + 1);
+  add(id: string, seq: number, aggregateType: string, aggregateId: string): void {
+    if (this.#byId.has(id)) return;
+    this.#byId.set(id, { seq, aggregateType, aggregateId });
+    let ofType = this.#perAggregate.get(aggregateType);
+    if (ofType === undefined) {
+      ofType = new Map();
+      this.#perAggregate.set(aggregateType, ofType);
+    }
+    ofType.set(aggregateId, (ofType.get(aggregateId) ?? 0) + 1);
   }
 
   /** Takes `id` off the events in flight; returns its `seq`, or `undefined` if it was not in flight. */
   settle(id: string): number | undefined {
-    const seq = this.#seqById.get(id);
-    if (seq === undefined) return undefined;
-    const aggregate = this.#aggregateById.get(id) as string;
-    this.#seqById.delete(id);
-    this.#aggregateById.delete(id);
-    const left = (this.#perAggregate.get(aggregate) ?? 1) - 1;
-    if (left === 0) this.#perAggregate.delete(aggregate);
-    else this.#perAggregate.set(aggregate, left);
-    return seq;
+    const event = this.#byId.get(id);
+    if (event === undefined) return undefined;
+    this.#byId.delete(id);
+    const ofType = this.#perAggregate.get(event.aggregateType);
+    if (ofType !== undefined) {
+      const left = (ofType.get(event.aggregateId) ?? 1) - 1;
+      if (left > 0) ofType.set(event.aggregateId, left);
+      else {
+        ofType.delete(event.aggregateId);
+        if (ofType.size === 0) this.#perAggregate.delete(event.aggregateType);
+      }
+    }
+    return event.seq;
   }
 
-  /** Whether an event of `aggregate` is in flight, which holds back the aggregate's other events. */
-  holdsAggregate(aggregate: string): boolean {
-    return this.#perAggregate.has(aggregate);
+  /** Whether an event of the aggregate is in flight, which holds back the aggregate's other events. */
+  holdsAggregate(aggregateType: string, aggregateId: string): boolean {
+    return this.#perAggregate.get(aggregateType)?.has(aggregateId) === true;
   }
 
   /** The span of the `seq` in flight, for a claim to skip them as a range when they are one run. */
   span(): SeqSpan {
-    if (this.#seqById.size === 0) return NOTHING;
+    if (this.#byId.size === 0) return NOTHING;
     let lowest = Number.POSITIVE_INFINITY;
     let highest = Number.NEGATIVE_INFINITY;
-    for (const seq of this.#seqById.values()) {
+    for (const { seq } of this.#byId.values()) {
       if (seq < lowest) lowest = seq;
       if (seq > highest) highest = seq;
     }
     // The seqs are distinct (one per id), so as many as the range is wide fill it.
-    return { lowest, highest, contiguous: highest - lowest + 1 === this.#seqById.size };
+    return { lowest, highest, contiguous: highest - lowest + 1 === this.#byId.size };
   }
 
   /** Every `seq` in flight, in no particular order. */
   seqs(): number[] {
-    return [...this.#seqById.values()];
+    const seqs: number[] = [];
+    for (const { seq } of this.#byId.values()) seqs.push(seq);
+    return seqs;
   }
 
   clear(): void {
-    this.#seqById.clear();
-    this.#aggregateById.clear();
+    this.#byId.clear();
     this.#perAggregate.clear();
   }
 }

@@ -43,7 +43,7 @@ import {
 } from '../../outbox/sql-outbox.ts';
 import type { OutboxGauges, OutboxTelemetry } from '../../outbox/telemetry.ts';
 import { checkSqlIdentifier } from '../sql-identifier.ts';
-import { aggregateKey, EventsInFlight } from './events-in-flight.ts';
+import { EventsInFlight } from './events-in-flight.ts';
 import type { SqliteDatabase, SqliteStatement, SqliteValue } from './idempotency-store.ts';
 
 /** Options of {@link sqliteOutbox}. */
@@ -70,6 +70,14 @@ export interface SqliteOutboxOptions {
 const DEFAULTS = Object.freeze({ table: 'keel_outbox' });
 
 const MAX_TABLE_LENGTH = 48;
+
+/**
+ * One key for an aggregate. Aggregate types and ids never hold U+0000 (appends refuse it), so the
+ * pair maps to one key and back.
+ */
+function aggregateKey(aggregateType: string, aggregateId: string): string {
+  return `${aggregateType}\u0000${aggregateId}`;
+}
 
 /** Position of `available_at`, which the claim reads after {@link OUTBOX_CLAIM_COLUMNS}. */
 const CLAIM_AVAILABLE_AT = 9;
@@ -457,8 +465,8 @@ export class SqliteOutboxStore implements OutboxStore {
     const listed = span.contiguous ? undefined : JSON.stringify(inFlight.seqs());
     const claimed: ClaimedOutboxEvent[] = [];
     const claimedSeqs: number[] = [];
-    const claimedAggregates: string[] = [];
-    // Aggregates whose earliest event met in this scan waits for its retry time.
+    // Aggregates whose earliest event met in this scan waits for its retry time (rare: a set only
+    // once one is met).
     let waiting: Set<string> | undefined;
     let after = 0;
     // Unpublished events in append order, a page at a time: an event is taken unless its aggregate
@@ -475,29 +483,24 @@ export class SqliteOutboxStore implements OutboxStore {
         const named = row as OutboxRow & { available_at: number | bigint };
         const seq = Number(values === undefined ? named.seq : values[CLAIM_SEQ]);
         after = seq;
-        const aggregate =
-          values === undefined
-            ? aggregateKey(named.aggregate_type, named.aggregate_id)
-            : aggregateKey(values[CLAIM_AGGREGATE_TYPE] as string, values[CLAIM_AGGREGATE_ID] as string);
-        if (inFlight.holdsAggregate(aggregate) || waiting?.has(aggregate)) continue;
+        const type = (values === undefined ? named.aggregate_type : values[CLAIM_AGGREGATE_TYPE]) as string;
+        const id = (values === undefined ? named.aggregate_id : values[CLAIM_AGGREGATE_ID]) as string;
+        if (inFlight.holdsAggregate(type, id)) continue;
+        if (waiting?.has(aggregateKey(type, id))) continue;
         if (Number(values === undefined ? named.available_at : values[CLAIM_AVAILABLE_AT]) > now) {
           waiting ??= new Set();
-          waiting.add(aggregate);
+          waiting.add(aggregateKey(type, id));
           continue;
         }
         claimed.push(values === undefined ? claimedFromRow(named) : claimedFromValues(values));
         claimedSeqs.push(seq);
-        claimedAggregates.push(aggregate);
         if (claimed.length === limit) break scan;
       }
       if (rows.length < limit) break;
     }
     for (let i = 0; i < claimed.length; i++) {
-      inFlight.add(
-        (claimed[i] as ClaimedOutboxEvent).id,
-        claimedSeqs[i] as number,
-        claimedAggregates[i] as string,
-      );
+      const event = claimed[i] as ClaimedOutboxEvent;
+      inFlight.add(event.id, claimedSeqs[i] as number, event.aggregateType, event.aggregateId);
     }
     return claimed;
   }
