@@ -107,9 +107,9 @@ export const POSTGRES_IDEMPOTENCY_DDL: string = postgresIdempotencyDdl();
  * concurrent requests travel together as one statement over arrays, so a busy service pays one
  * round trip and one commit for many keys; an operation alone in its turn runs a plain single-row
  * statement instead, which Postgres plans in a fraction of the time. Claims run as named
- * statements, parsed and planned once per connection (`namedStatements`). `replace` runs on the caller's
- * transaction client when one is passed as `tx`, so the business write and the stored response
- * commit — or roll back — together.
+ * statements, parsed and planned once per connection (`namedStatements`). `replace` runs on the
+ * caller's transaction client when one is passed as `tx`, so the business write and the stored
+ * response commit — or roll back — together.
  *
  * The response and phases are `jsonb`, which cannot hold the character U+0000: encode binary bodies
  * (base64, say) in `beforeStore`.
@@ -199,15 +199,11 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     // insert from arrays that conflicts on the primary key has no scan or join to choose, so its
     // generic plan cannot go stale, and a named batch of claims costs Postgres half the CPU.
     const batched = new BatchedWrites(t);
-    this.#runClaim =
-      (options.namedStatements ?? DEFAULTS.namedStatements)
-        ? namedRunner(this.pool)
-        : (text, values) => this.pool.query(text, values);
+    const unnamed = (text: string, values: unknown[]) => this.pool.query(text, values);
+    this.#runClaim = (options.namedStatements ?? DEFAULTS.namedStatements) ? namedRunner(this.pool) : unnamed;
     const many = async (ops: readonly WriteOp[]) => {
       const { text, values } = batched.statement(ops);
-      const run = ops.every(isClaim)
-        ? this.#runClaim
-        : (sql: string, v: unknown[]) => this.pool.query(sql, v);
+      const run = ops.every(isClaim) ? this.#runClaim : unnamed;
       return batched.results(ops, (await run(text, values)).rows);
     };
     // A batch of one runs a plain single-row statement: Postgres plans it in a fraction of the
