@@ -75,6 +75,7 @@ import { sqliteOutbox } from 'keel/sqlite';
 import pg from 'pg';
 import { StatementBatch } from '../src/adapters/postgres/statement-batch.ts';
 import { groupedSqliteAppends } from './grouped-sqlite-appends.ts';
+import { paymentEvent } from './payment-event.ts';
 import type { ProducerReport, ProducerRun } from './sqlite-producer-worker.ts';
 
 const json = process.argv.includes('--json');
@@ -115,21 +116,6 @@ interface Setup {
     committed: (n: number, at: number) => void,
   ): Promise<{ produced: number; transactions: number }>;
   close(): Promise<void>;
-}
-
-/**
- * The `i`th event of a phase; the lag phase finds its number in `payload.n`. Each event is about
- * another payment, named by a random UUID as a service names its payments: ids that follow each
- * other (`p-1`, `p-2` …) would land every write into an index by aggregate on the same last page,
- * which no real outbox sees.
- */
-function newEvent(i: number): NewOutboxEvent {
-  return {
-    type: 'payment.completed',
-    aggregateType: 'payment',
-    aggregateId: randomUUID(),
-    payload: { amount: 1_500, n: i },
-  };
 }
 
 /**
@@ -179,7 +165,7 @@ async function sqliteSetup(): Promise<Setup> {
         producerDb.exec('BEGIN IMMEDIATE');
         await store.append(
           producerDb,
-          Array.from({ length: Math.min(BATCH, count - done) }, () => newEvent(n++)),
+          Array.from({ length: Math.min(BATCH, count - done) }, () => paymentEvent(n++)),
         );
         producerDb.exec('COMMIT');
       }
@@ -237,7 +223,7 @@ async function produceHere(
       while (owed >= 1 && issued < total) {
         owed -= 1;
         const n = issued++;
-        appends.push(appendOne(newEvent(n)).then(() => committed(n, Date.now())));
+        appends.push(appendOne(paymentEvent(n)).then(() => committed(n, Date.now())));
       }
       if (issued >= total) {
         clearInterval(timer);
@@ -306,7 +292,7 @@ async function postgresNatsSetup(databaseUrl: string, natsUrl: string): Promise<
         await inTransaction((client) =>
           store.append(
             client,
-            Array.from({ length: Math.min(BATCH, count - done) }, () => newEvent(n++)),
+            Array.from({ length: Math.min(BATCH, count - done) }, () => paymentEvent(n++)),
           ),
         );
       }
@@ -350,7 +336,7 @@ async function deliveredTo(setup: Setup, count: number) {
 /** The transport's publish throughput with `WINDOW` publishes in flight. */
 async function rawPublish(setup: Setup): Promise<number> {
   const events: OutboxEvent[] = Array.from({ length: EVENTS }, (_, i) => ({
-    ...newEvent(i),
+    ...paymentEvent(i),
     id: uuidv7(),
     headers: {},
     createdAt: Date.now(),

@@ -9,12 +9,11 @@
  *
  * @module
  */
-import { randomUUID } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
-import type { NewOutboxEvent } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { groupedSqliteAppends } from './grouped-sqlite-appends.ts';
+import { paymentEvent } from './payment-event.ts';
 
 /** What the benchmark hands the thread at start. */
 export interface ProducerInit {
@@ -41,16 +40,6 @@ db.exec('PRAGMA synchronous = NORMAL');
 const store = sqliteOutbox({ db });
 const grouped = groupedSqliteAppends(db, store);
 
-/** As the benchmark's own events: each about another payment, named by a random UUID. */
-function newEvent(i: number): NewOutboxEvent {
-  return {
-    type: 'payment.completed',
-    aggregateType: 'payment',
-    aggregateId: randomUUID(),
-    payload: { amount: 1_500, n: i },
-  };
-}
-
 async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
   let issued = 0;
   const transactionsBefore = grouped.transactions;
@@ -72,7 +61,7 @@ async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
         owed -= 1;
         const n = issued++;
         appends.push(
-          grouped.append(newEvent(n)).then(() => {
+          grouped.append(paymentEvent(n)).then(() => {
             // Every append of a group settles in the same turn, right after its COMMIT.
             committed.push(n);
             if (!reportQueued) {
