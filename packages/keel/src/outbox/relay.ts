@@ -163,6 +163,11 @@ function defaultRelayId(): string {
  * The event as appended, without the store's bookkeeping, for the transport. A {@link ClaimedEvent}
  * already is exactly that; other claimed events are copied.
  */
+/** Resolves on the event loop's next turn, after the I/O and timers that were waiting. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function asPublished(event: ClaimedOutboxEvent): OutboxEvent {
   if (event instanceof ClaimedEvent) return event;
   return {
@@ -523,6 +528,11 @@ export class OutboxRelay {
       let claimed: ClaimedOutboxEvent[];
       let claimedAt = 0;
       try {
+        // A store and a transport that answer within the process (SQLite, in-process) settle every
+        // await of a batch as a microtask: without a turn of the event loop between batches, a
+        // backlog would drain in one go while the service's requests, timers and the transport's
+        // own deliveries wait behind it.
+        await nextTurn();
         // Waits for a `runOnce()` in progress, so the two never claim side by side.
         await this.#runOnceTail;
         claimedAt = this.#clock.now();

@@ -1,5 +1,6 @@
 import { DatabaseSync } from 'node:sqlite';
 import {
+  type InProcessTransportOptions,
   inProcessTransport,
   type OutboxEvent,
   type OutboxStore,
@@ -9,10 +10,10 @@ import {
 import { sqliteOutbox } from 'keel/sqlite';
 import { describe, expect, it } from 'vitest';
 
-function setup() {
+function setup(transportOptions: InProcessTransportOptions = {}) {
   const db = new DatabaseSync(':memory:');
   const outbox = sqliteOutbox({ db });
-  const transport = inProcessTransport();
+  const transport = inProcessTransport(transportOptions);
   const received: OutboxEvent[] = [];
   const arrived = (count: number) =>
     new Promise<void>((resolve) => {
@@ -228,6 +229,52 @@ describe('outbox relay over sqlite and the in-process transport', () => {
     expect(String(errors[0])).toMatch(/wake-up broken|not a promise/);
     await relay.stop();
     expect(relay.running).toBe(false);
+  });
+
+  it('gives the event loop a turn between batches while it drains a backlog', async () => {
+    // SQLite and the in-process transport answer within the process: every await of a batch is a
+    // microtask, and a backlog drained without a turn between batches would hold up the service's
+    // requests and timers, and the transport's own deliveries, until the last batch. A transport
+    // that confirms on acceptance never makes the relay wait for a delivery.
+    const { db, outbox, transport, received, arrived } = setup({ confirm: 'accepted' });
+    await transport.subscribe({ group: 'g', prefetch: 10_000 }, async (delivery) => {
+      received.push(delivery.event);
+      await delivery.ack();
+    });
+    db.exec('BEGIN');
+    await outbox.append(
+      db,
+      Array.from({ length: 1_000 }, (_, n) => ({
+        type: 'step',
+        aggregateType: 'order',
+        aggregateId: `o-${n}`,
+        payload: { n },
+      })),
+    );
+    db.exec('COMMIT');
+    let published = 0;
+    const relay = outboxRelay({
+      store: outbox,
+      transport,
+      batchSize: 100,
+      telemetry: {
+        emit: (event) => {
+          if (event.type === 'published') published++;
+        },
+      },
+    });
+    const publishedWhenTimerFired = new Promise<number>((resolve) => setTimeout(() => resolve(published), 0));
+    const receivedWhenTimerFired = publishedWhenTimerFired.then(() => received.length);
+    relay.start();
+    // A timer due at once fires within the first batches, not after the tenth; deliveries start
+    // before the backlog is through.
+    expect(await publishedWhenTimerFired).toBeLessThanOrEqual(200);
+    expect(await receivedWhenTimerFired).toBeLessThan(1_000);
+    await arrived(1_000);
+    await relay.stop();
+    expect(received.map((event) => (event.payload as { n: number }).n).sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 1_000 }, (_, n) => n),
+    );
   });
 
   it('prunes published events past retention', async () => {
