@@ -28,7 +28,11 @@ const COUNTER_LIMIT = 2 ** 42;
 /** Random bytes drawn per refill, so one id costs no system call. */
 const POOL_SIZE = 256;
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+/** Character codes of the hex digits `0`–`f`. */
+const HEX_CODES = Array.from('0123456789abcdef', (digit) => digit.charCodeAt(0));
+/** Where each of the 16 bytes' two hex digits start in the 36-character text. */
+const BYTE_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+const DASH = '-'.charCodeAt(0);
 
 const defaultRandomFill: RandomFill = (bytes) => {
   globalThis.crypto.getRandomValues(bytes);
@@ -56,17 +60,26 @@ export function uuidV7Generator(options: UuidV7Options = {}): UuidV7Generator {
   }
   const pool = new Uint8Array(POOL_SIZE);
   let poolOffset = POOL_SIZE;
-  const random = (count: number): Uint8Array => {
+  /** Where `count` fresh random bytes start in `pool`. */
+  const reserve = (count: number): number => {
     if (poolOffset + count > POOL_SIZE) {
       randomFill(pool);
       poolOffset = 0;
     }
-    const bytes = pool.subarray(poolOffset, poolOffset + count);
+    const at = poolOffset;
     poolOffset += count;
-    return bytes;
+    return at;
   };
   let lastMs = -1;
   let counter = 0;
+  // The text as character codes, dashes in place: each id overwrites the digits and becomes one flat
+  // string, where twenty concatenations would make a rope that every map lookup by id flattens.
+  const codes: number[] = new Array(36).fill(DASH);
+  const write = (byteIndex: number, byte: number) => {
+    const at = BYTE_AT[byteIndex] as number;
+    codes[at] = HEX_CODES[byte >>> 4] as number;
+    codes[at + 1] = HEX_CODES[byte & 0x0f] as number;
+  };
 
   return () => {
     const now = Math.floor(clock.now());
@@ -74,15 +87,15 @@ export function uuidV7Generator(options: UuidV7Options = {}): UuidV7Generator {
       throw new RangeError(`uuidv7: clock.now() must be epoch milliseconds, got ${String(now)}`);
     }
     if (now > lastMs) {
-      const seed = random(6);
+      const seed = reserve(6);
       // A seed below 2^41 leaves at least 2^41 increments of headroom. 41 random bits: 1 from the first byte's low bit and 40 from the next five.
       counter =
-        (((seed[0] as number) & 0x01) * 2 ** 40 +
-          (seed[1] as number) * 2 ** 32 +
-          (((seed[2] as number) << 24) |
-            ((seed[3] as number) << 16) |
-            ((seed[4] as number) << 8) |
-            (seed[5] as number))) >>>
+        (((pool[seed] as number) & 0x01) * 2 ** 40 +
+          (pool[seed + 1] as number) * 2 ** 32 +
+          (((pool[seed + 2] as number) << 24) |
+            ((pool[seed + 3] as number) << 16) |
+            ((pool[seed + 4] as number) << 8) |
+            (pool[seed + 5] as number))) >>>
         0;
       lastMs = now;
     } else {
@@ -90,31 +103,25 @@ export function uuidV7Generator(options: UuidV7Options = {}): UuidV7Generator {
       counter += 1;
       if (counter >= COUNTER_LIMIT) {
         lastMs += 1;
-        counter = Math.floor((random(1)[0] as number) / 2);
+        counter = Math.floor((pool[reserve(1)] as number) / 2);
       }
     }
-    const tail = random(4);
+    const tail = reserve(4);
     const counterHigh = Math.floor(counter / 2 ** 30); // 12 bits: rand_a
     const counterLow = counter % 2 ** 30; // 30 bits: the top of rand_b
-    const bytes = new Uint8Array(16);
     let ms = lastMs;
     for (let i = 5; i >= 0; i--) {
-      bytes[i] = ms % 256;
+      write(i, ms % 256);
       ms = Math.floor(ms / 256);
     }
-    bytes[6] = 0x70 | (counterHigh >>> 8);
-    bytes[7] = counterHigh & 0xff;
-    bytes[8] = 0x80 | (counterLow >>> 24);
-    bytes[9] = (counterLow >>> 16) & 0xff;
-    bytes[10] = (counterLow >>> 8) & 0xff;
-    bytes[11] = counterLow & 0xff;
-    bytes.set(tail, 12);
-    let text = '';
-    for (let i = 0; i < 16; i++) {
-      if (i === 4 || i === 6 || i === 8 || i === 10) text += '-';
-      text += HEX[bytes[i] as number];
-    }
-    return text;
+    write(6, 0x70 | (counterHigh >>> 8));
+    write(7, counterHigh & 0xff);
+    write(8, 0x80 | (counterLow >>> 24));
+    write(9, (counterLow >>> 16) & 0xff);
+    write(10, (counterLow >>> 8) & 0xff);
+    write(11, counterLow & 0xff);
+    for (let i = 0; i < 4; i++) write(12 + i, pool[tail + i] as number);
+    return String.fromCharCode.apply(null, codes);
   };
 }
 
