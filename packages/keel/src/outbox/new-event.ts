@@ -49,47 +49,75 @@ export function prepareOutboxEvents(
   now: number,
   nextId: () => string = uuidv7,
 ): PreparedOutboxEvent[] {
-  const list = Array.isArray(input) ? (input as readonly NewOutboxEvent[]) : [input as NewOutboxEvent];
+  if (!Array.isArray(input)) return [prepareOne(input as NewOutboxEvent, now, nextId, ALONE)];
+  const list = input as readonly NewOutboxEvent[];
   if (list.length > MAX_EVENTS_PER_APPEND) {
     throw new InvalidOutboxEventError(
       'events',
       `at most ${MAX_EVENTS_PER_APPEND} per append, got ${list.length}`,
     );
   }
-  const prepared: PreparedOutboxEvent[] = [];
-  const seen = new Set<string>();
-  list.forEach((candidate, index) => {
-    const where = list.length === 1 && !Array.isArray(input) ? '' : `events[${index}].`;
-    const event = prepareOne(candidate, now, nextId, where);
-    if (seen.has(event.event.id)) {
-      throw new InvalidOutboxEventError(`${where}id`, `appears twice in one append: ${event.event.id}`);
+  const prepared: PreparedOutboxEvent[] = new Array(list.length);
+  const seen = list.length > 1 ? new Set<string>() : undefined;
+  for (let index = 0; index < list.length; index++) {
+    const event = prepareOne(list[index] as NewOutboxEvent, now, nextId, index);
+    if (seen !== undefined) {
+      if (seen.has(event.event.id)) {
+        throw new InvalidOutboxEventError(
+          fieldOf(index, 'id'),
+          `appears twice in one append: ${event.event.id}`,
+        );
+      }
+      seen.add(event.event.id);
     }
-    seen.add(event.event.id);
-    prepared.push(event);
-  });
+    prepared[index] = event;
+  }
   return prepared;
 }
+
+/** The index of an event passed alone rather than in an array: its fields are named bare. */
+const ALONE = -1;
+
+/** The name of a field of the event at `index` in an error: `type`, or `events[3].type`. */
+function fieldOf(index: number, field: string): string {
+  return index === ALONE ? field : `events[${index}].${field}`;
+}
+
+/** Headers of an event that has none, shared: most events carry none. */
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 function prepareOne(
   candidate: NewOutboxEvent,
   now: number,
   nextId: () => string,
-  where: string,
+  index: number,
 ): PreparedOutboxEvent {
   if (typeof candidate !== 'object' || candidate === null || Array.isArray(candidate)) {
-    throw new InvalidOutboxEventError(where.slice(0, -1) || 'event', 'must be an object');
+    throw new InvalidOutboxEventError(index === ALONE ? 'event' : `events[${index}]`, 'must be an object');
   }
-  const type = checkName(`${where}type`, candidate.type);
-  const aggregateType = checkName(`${where}aggregateType`, candidate.aggregateType);
-  const aggregateId = checkName(`${where}aggregateId`, candidate.aggregateId);
-  const id = candidate.id === undefined ? nextId() : checkName(`${where}id`, candidate.id);
+  const type = checkName(index, 'type', candidate.type);
+  const aggregateType = checkName(index, 'aggregateType', candidate.aggregateType);
+  const aggregateId = checkName(index, 'aggregateId', candidate.aggregateId);
+  const id = candidate.id === undefined ? nextId() : checkName(index, 'id', candidate.id);
   // The caller's request and entity ids travel with the event, so the consumer's logs name them
   // too; headers the caller set win.
-  const headers = checkHeaders(`${where}headers`, { ...contextHeaders(), ...candidate.headers });
-  if (!('payload' in candidate)) {
-    throw new OutboxPayloadError(`${where}payload`, 'is missing (use null for an event without data)');
+  const own = candidate.headers as unknown;
+  if (own !== undefined && !isHeaderObject(own)) {
+    throw new InvalidOutboxEventError(
+      fieldOf(index, 'headers'),
+      `must be a plain object of strings, got ${describe(own)}`,
+    );
   }
-  const payloadJson = serialisePayload(candidate.payload, `${where}payload`);
+  const context = contextHeaders();
+  const merged = own === undefined ? context : { ...context, ...(own as Record<string, unknown>) };
+  const headers = isEmpty(merged) ? NO_HEADERS : checkHeaders(fieldOf(index, 'headers'), merged);
+  if (!('payload' in candidate)) {
+    throw new OutboxPayloadError(
+      fieldOf(index, 'payload'),
+      'is missing (use null for an event without data)',
+    );
+  }
+  const payloadJsonText = payloadJson(candidate.payload, index);
   const event: OutboxEvent = Object.freeze({
     id,
     type,
@@ -99,65 +127,84 @@ function prepareOne(
     headers,
     createdAt: now,
   });
-  return { event, payloadJson, headersJson: JSON.stringify(headers) };
+  return {
+    event,
+    payloadJson: payloadJsonText,
+    headersJson: headers === NO_HEADERS ? '{}' : JSON.stringify(headers),
+  };
 }
 
-function checkName(field: string, value: unknown): string {
+function checkName(index: number, field: string, value: unknown): string {
   if (typeof value !== 'string' || value === '' || value.length > MAX_EVENT_NAME_LENGTH) {
     throw new InvalidOutboxEventError(
-      field,
+      fieldOf(index, field),
       `must be a non-empty string of at most ${MAX_EVENT_NAME_LENGTH} characters, got ${describe(value)}`,
     );
   }
-  checkText(field, value, (reason) => new InvalidOutboxEventError(field, reason));
+  const problem = textProblem(value);
+  if (problem !== undefined) throw new InvalidOutboxEventError(fieldOf(index, field), problem);
   return value;
 }
 
-function checkHeaders(field: string, value: unknown): Readonly<Record<string, string>> {
-  if (value === undefined) return Object.freeze({});
-  if (typeof value !== 'object' || value === null || Array.isArray(value) || !isPlainObject(value)) {
-    throw new InvalidOutboxEventError(field, `must be a plain object of strings, got ${describe(value)}`);
-  }
-  if (Object.getOwnPropertySymbols(value).length > 0) {
-    throw new InvalidOutboxEventError(field, 'must not have symbol keys');
-  }
+/** A plain object without symbol keys: the only shape headers may come in. */
+function isHeaderObject(value: unknown): value is object {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    isPlainObject(value) &&
+    Object.getOwnPropertySymbols(value).length === 0
+  );
+}
+
+function isEmpty(value: object): boolean {
+  for (const _ in value) return false;
+  return true;
+}
+
+/** Checks merged headers (a plain object, see {@link isHeaderObject}): names and values. */
+function checkHeaders(field: string, value: Record<string, unknown>): Readonly<Record<string, string>> {
   const entries = Object.entries(value);
   if (entries.length > MAX_HEADERS) {
     throw new InvalidOutboxEventError(field, `at most ${MAX_HEADERS} headers, got ${entries.length}`);
   }
   const headers: Record<string, string> = {};
   for (const [name, header] of entries) {
-    const at = `${field}[${JSON.stringify(name)}]`;
     if (name === '' || name.length > MAX_EVENT_NAME_LENGTH) {
-      throw new InvalidOutboxEventError(at, `header names are 1 to ${MAX_EVENT_NAME_LENGTH} characters`);
+      throw new InvalidOutboxEventError(
+        `${field}[${JSON.stringify(name)}]`,
+        `header names are 1 to ${MAX_EVENT_NAME_LENGTH} characters`,
+      );
     }
     if (typeof header !== 'string' || header.length > MAX_HEADER_VALUE_LENGTH) {
       throw new InvalidOutboxEventError(
-        at,
+        `${field}[${JSON.stringify(name)}]`,
         `must be a string of at most ${MAX_HEADER_VALUE_LENGTH} characters, got ${describe(header)}`,
       );
     }
-    const fail = (reason: string) => new InvalidOutboxEventError(at, reason);
-    checkText(at, name, fail);
-    checkText(at, header, fail);
+    const problem = textProblem(name) ?? textProblem(header);
+    if (problem !== undefined)
+      throw new InvalidOutboxEventError(`${field}[${JSON.stringify(name)}]`, problem);
     headers[name] = header;
   }
   return Object.freeze(headers);
 }
 
-/** Either character {@link checkText} looks at closer: most strings (ids, names) have neither. */
+/** Either character {@link textProblem} looks at closer: most strings (ids, names) have neither. */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is one of the characters looked for.
 const SURROGATE_OR_NUL = /[\u0000\uD800-\uDFFF]/;
 
 /**
- * Strings must be well-formed Unicode (a lone surrogate becomes U+FFFD in a database or on the wire)
- * and free of U+0000 (Postgres text and many brokers' headers refuse it). One scan for either
- * character clears the usual string; `isWellFormed` then tells a lone surrogate from a pair.
+ * What is wrong with a string, if anything. Strings must be well-formed Unicode (a lone surrogate
+ * becomes U+FFFD in a database or on the wire) and free of U+0000 (Postgres text and many brokers'
+ * headers refuse it). One scan for either character clears the usual string; `isWellFormed` then
+ * tells a lone surrogate from a pair.
  */
-function checkText(_field: string, value: string, fail: (reason: string) => Error): void {
-  if (!SURROGATE_OR_NUL.test(value)) return;
-  if (!value.isWellFormed()) throw fail('is not well-formed Unicode (a lone surrogate)');
-  if (value.includes('\u0000')) throw fail('contains the character U+0000');
+function textProblem(value: string): string | undefined {
+  if (!SURROGATE_OR_NUL.test(value)) return undefined;
+  if (!value.isWellFormed()) return 'is not well-formed Unicode (a lone surrogate)';
+  if (value.includes('\u0000')) return 'contains the character U+0000';
+  return undefined;
 }
 
 /**
@@ -168,22 +215,74 @@ function checkText(_field: string, value: string, fail: (reason: string) => Erro
  * serialisePayload({ at: new Date() }); // throws OutboxPayloadError at 'payload.at'
  */
 export function serialisePayload(payload: unknown, path = 'payload'): string {
-  checkJsonValue(payload, path, new Set(), 0);
+  return payloadJson(payload, path);
+}
+
+/**
+ * {@link serialisePayload} where `at` is the path, or the index of the event whose payload it is:
+ * the path is spelt out only when something is wrong.
+ */
+function payloadJson(payload: unknown, at: string | number): string {
+  // The usual payload passes the quick check, which builds no path; one that does not is walked
+  // again by the check that names where the problem is.
+  if (!isJsonSafe(payload, 0)) checkJsonValue(payload, payloadPath(at), new Set(), 0);
   const json = JSON.stringify(payload);
   if (json.length > MAX_PAYLOAD_JSON_LENGTH) {
     throw new OutboxPayloadError(
-      path,
+      payloadPath(at),
       `is ${json.length} characters as JSON, over the limit of ${MAX_PAYLOAD_JSON_LENGTH}: store large data elsewhere and send a reference`,
     );
   }
   return json;
 }
 
-function checkJsonValue(value: unknown, path: string, ancestors: Set<object>, depth: number): void {
+function payloadPath(at: string | number): string {
+  return typeof at === 'string' ? at : fieldOf(at, 'payload');
+}
+
+/**
+ * Whether {@link checkJsonValue} would accept `value`, found without building a path or a set of
+ * ancestors: a cycle nests past the depth limit, so it fails here too and the full check names it.
+ */
+function isJsonSafe(value: unknown, depth: number): boolean {
   switch (typeof value) {
     case 'string':
-      checkText(path, value, (reason) => new OutboxPayloadError(path, reason));
+      return !SURROGATE_OR_NUL.test(value);
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value);
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (value === null) return true;
+  if (depth >= MAX_PAYLOAD_DEPTH) return false;
+  if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) !== Array.prototype) return false;
+    for (let i = 0; i < value.length; i++) {
+      if (!(i in value) || !isJsonSafe(value[i], depth + 1)) return false;
+    }
+    return true;
+  }
+  if (!isPlainObject(value) || Object.getOwnPropertySymbols(value).length > 0) return false;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) return false;
+    if (SURROGATE_OR_NUL.test(key) || !isJsonSafe((value as Record<string, unknown>)[key], depth + 1)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+function checkJsonValue(value: unknown, path: string, ancestors: Set<object>, depth: number): void {
+  switch (typeof value) {
+    case 'string': {
+      const problem = textProblem(value);
+      if (problem !== undefined) throw new OutboxPayloadError(path, problem);
       return;
+    }
     case 'boolean':
       return;
     case 'number':
@@ -229,7 +328,8 @@ function checkJsonValue(value: unknown, path: string, ancestors: Set<object>, de
     }
     for (const key of Object.keys(object)) {
       const at = IDENTIFIER_KEY.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
-      checkText(at, key, (reason) => new OutboxPayloadError(at, `key ${reason}`));
+      const problem = textProblem(key);
+      if (problem !== undefined) throw new OutboxPayloadError(at, `key ${problem}`);
       checkJsonValue((object as Record<string, unknown>)[key], at, ancestors, depth + 1);
     }
   }

@@ -36,6 +36,43 @@ describe('new outbox events', () => {
     }
   });
 
+  it('names the path inside an array of events, and in keys and deep values', () => {
+    const cases: Array<[unknown, string, RegExp]> = [
+      [
+        { deep: { list: [1, { '\ud800x': 1 }] } },
+        'events[1].payload.deep.list[1]["\\ud800x"]',
+        /key is not well-formed/,
+      ],
+      [{ deep: [[[{ at: new Date(0) }]]] }, 'events[1].payload.deep[0][0][0].at', /Date/],
+      [{ s: 'fine', t: 'a\u0000b' }, 'events[1].payload.t', /U\+0000/],
+    ];
+    for (const [payload, path, reason] of cases) {
+      try {
+        prepareOutboxEvents(
+          [
+            { ...base, payload: 1 },
+            { ...base, payload },
+          ],
+          0,
+        );
+        expect.unreachable();
+      } catch (error) {
+        expect(error).toBeInstanceOf(OutboxPayloadError);
+        expect((error as OutboxPayloadError).path).toBe(path);
+        expect(String(error)).toMatch(reason);
+      }
+    }
+  });
+
+  it('rejects nesting past 64 levels, cyclic or not', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 65; i++) deep = [deep];
+    expect(() => serialisePayload(deep)).toThrow(/deeper than 64/);
+    let fine: unknown = 1;
+    for (let i = 0; i < 63; i++) fine = { v: fine };
+    expect(serialisePayload(fine)).toBe(JSON.stringify(fine));
+  });
+
   it('rejects cycles but accepts shared references', () => {
     const shared = { x: 1 };
     expect(serialisePayload({ a: shared, b: shared })).toBe('{"a":{"x":1},"b":{"x":1}}');
@@ -51,6 +88,14 @@ describe('new outbox events', () => {
       { ...base, aggregateType: 7, payload: null },
       { ...base, headers: { n: 1 }, payload: null },
       { ...base, id: '', payload: null },
+      // Headers come as a plain object: spread, a string, an array or a Map would turn into
+      // something else (characters by index, or nothing at all).
+      { ...base, headers: 'ab', payload: null },
+      { ...base, headers: ['a'], payload: null },
+      { ...base, headers: new Map([['a', 'b']]), payload: null },
+      { ...base, headers: { [Symbol('s')]: 'x' }, payload: null },
+      { ...base, headers: { 'x-\u0000': 'v' }, payload: null },
+      { ...base, headers: { '': 'v' }, payload: null },
     ];
     for (const event of bad) {
       expect(() => prepareOutboxEvents(event as never, 0)).toThrow(InvalidOutboxEventError);
