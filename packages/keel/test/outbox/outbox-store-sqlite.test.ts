@@ -205,6 +205,99 @@ describe('sqlite outbox specifics', () => {
     secondDb.close();
   });
 
+  describe('while another connection holds the write lock', () => {
+    /** A store with one claimed event, and a second connection on the same file. */
+    async function lockedFile(timeoutMs: number) {
+      const path = join(scratch, `busy-${files++}.db`);
+      const db = new DatabaseSync(path, { timeout: timeoutMs });
+      db.exec('PRAGMA journal_mode = WAL');
+      const other = new DatabaseSync(path, { timeout: timeoutMs });
+      const store = sqliteOutbox({ db });
+      db.exec('BEGIN');
+      await store.append(db, [
+        { type: 't', aggregateType: 'a', aggregateId: '1', payload: 1 },
+        { type: 't', aggregateType: 'a', aggregateId: '2', payload: 2 },
+      ]);
+      db.exec('COMMIT');
+      const claimed = await store.claim('r1', 1, 60_000);
+      // The other connection takes the write lock and keeps it until `unlock`.
+      other.exec('BEGIN IMMEDIATE');
+      other.exec(`INSERT INTO "${store.table}_lease" (singleton, relay_id, until) VALUES (1, 'r1', 0)
+        ON CONFLICT (singleton) DO NOTHING`);
+      const busyTimeout = () => Object.values(db.prepare('PRAGMA busy_timeout').get() as object)[0];
+      const unlock = () => other.exec('COMMIT');
+      const close = () => {
+        if (other.isTransaction) other.exec('ROLLBACK');
+        other.close();
+        db.close();
+      };
+      return { db, store, claimed, busyTimeout, unlock, close };
+    }
+
+    /** How many times a 1 ms interval fired until `promise` settled: the thread kept turning. */
+    async function ticksUntil(promise: Promise<unknown>): Promise<number> {
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 1);
+      try {
+        await promise.catch(() => undefined);
+      } finally {
+        clearInterval(timer);
+      }
+      return ticks;
+    }
+
+    it('waits for the lock on timers, not in SQLite, then marks and keeps the handle’s busy timeout', async () => {
+      const { store, claimed, busyTimeout, unlock, close } = await lockedFile(5_000);
+      let marked = false;
+      const marking = store.markPublished('r1', [claimed[0]?.id as string]).then(() => {
+        marked = true;
+      });
+      setTimeout(unlock, 60);
+      // In SQLite's busy handler the interval could not fire until the lock came free.
+      expect(await ticksUntil(marking)).toBeGreaterThanOrEqual(10);
+      expect(marked).toBe(true);
+      const [first, second] = await store.find({});
+      expect(first?.publishedAt).not.toBeNull();
+      expect(second?.publishedAt).toBeNull();
+      expect(busyTimeout()).toBe(5_000);
+      close();
+    });
+
+    it('keeps the events of a waiting mark in flight, so a claim beside it does not take them again', async () => {
+      const { store, claimed, unlock, close } = await lockedFile(5_000);
+      const marking = store.markPublished('r1', [claimed[0]?.id as string]);
+      // The lease is the relay's own and still fresh: this claim only reads.
+      const beside = await store.claim('r1', 10, 60_000);
+      expect(beside.map((event) => event.id)).not.toContain(claimed[0]?.id);
+      unlock();
+      await marking;
+      close();
+    });
+
+    it('fails with SQLITE_BUSY once the handle’s busy timeout has passed, without blocking the thread', async () => {
+      const { store, claimed, busyTimeout, unlock, close } = await lockedFile(150);
+      const started = performance.now();
+      const marking = store.markPublished('r1', [claimed[0]?.id as string]);
+      const ticks = ticksUntil(marking);
+      await expect(marking).rejects.toMatchObject({ errcode: 5 });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(145);
+      expect(await ticks).toBeGreaterThanOrEqual(20);
+      expect(busyTimeout()).toBe(150);
+      // Off the events in flight: once the lock is free, the next claim takes the event again.
+      unlock();
+      expect((await store.claim('r1', 10, 60_000)).map((event) => event.id)).toContain(claimed[0]?.id);
+      close();
+    });
+
+    it('fails at once on a handle without a busy timeout, as SQLite would', async () => {
+      const { store, claimed, close } = await lockedFile(0);
+      await expect(store.release('r1', claimed[0]?.id as string, 'boom', 0)).rejects.toMatchObject({
+        errcode: 5,
+      });
+      close();
+    });
+  });
+
   it('validates its options', () => {
     const db = new DatabaseSync(':memory:');
     expect(() => sqliteOutbox({ db, table: '1bad' })).toThrow(/table/);

@@ -57,6 +57,11 @@ export class EventsInFlight {
     ofType.set(aggregateId, (ofType.get(aggregateId) ?? 0) + 1);
   }
 
+  /** The `seq` of `id` while it is in flight. */
+  seqOf(id: string): number | undefined {
+    return this.#byId.get(id)?.seq;
+  }
+
   /** Takes `id` off the events in flight; returns its `seq`, or `undefined` if it was not in flight. */
   settle(id: string): number | undefined {
     const event = this.#byId.get(id);

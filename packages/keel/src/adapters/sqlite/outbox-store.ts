@@ -45,6 +45,7 @@ import type { OutboxGauges, OutboxTelemetry } from '../../outbox/telemetry.ts';
 import { checkSqlIdentifier } from '../sql-identifier.ts';
 import { EventsInFlight } from './events-in-flight.ts';
 import type { SqliteDatabase, SqliteStatement, SqliteValue } from './idempotency-store.ts';
+import { WriteWithoutBlocking } from './write-without-blocking.ts';
 
 /** Options of {@link sqliteOutbox}. */
 export interface SqliteOutboxOptions {
@@ -214,8 +215,11 @@ function transactionOpen(handle: object): boolean | undefined {
  * - **Wake-up.** An append in this process wakes `appended()` as soon as its transaction ends, so a
  *   relay publishes within milliseconds of the commit and polls only as a fallback (for appends made
  *   by other processes).
- *
- * For several processes on one file, use WAL mode and a `busy_timeout` as for `sqliteStore`.
+ * - **Other writers.** For several connections or processes on one file, use WAL mode and a
+ *   `busy_timeout` as for `sqliteStore`. The relay's own writes (its lease, marks, releases and
+ *   prunes) wait for another connection's write lock on a timer rather than in SQLite's busy
+ *   handler, which would sleep on your thread: requests and timers keep running meanwhile, and the
+ *   write still fails with `SQLITE_BUSY` once the handle's busy timeout has passed.
  *
  * @example
  * import { DatabaseSync } from 'node:sqlite';
@@ -245,6 +249,8 @@ export class SqliteOutboxStore implements OutboxStore {
    * unclaimed. The claim skips them and their aggregates' later events.
    */
   readonly #inFlight = new EventsInFlight();
+  /** The relay's writes: they wait for another connection's write lock on timers, not in SQLite. */
+  readonly #relayWrites: WriteWithoutBlocking;
   /** The relay the events in flight were claimed for: the last one this store saw take the lease. */
   #inFlightRelay: string | undefined;
   /** Until when `#inFlightRelay` holds the lease, as of its last renewal here. */
@@ -270,6 +276,7 @@ export class SqliteOutboxStore implements OutboxStore {
     this.ddl = sqliteOutboxDdl({ table: this.table });
     this.#clock = options.clock ?? wallClock;
     this.#telemetry = options.telemetry;
+    this.#relayWrites = new WriteWithoutBlocking(this.db);
     const t = `"${this.table}"`;
     const lease = `"${this.table}_lease"`;
     // Every write of the relay's goes through only while its relay holds the lease.
@@ -450,7 +457,12 @@ export class SqliteOutboxStore implements OutboxStore {
     if (transactionOpen(this.db) === true) return [];
     const now = this.#clock.now();
     if (relayId !== this.#inFlightRelay || this.#leaseUntil - now < leaseMs * LEASE_RENEW_BELOW) {
-      if (this.#statement('lease').get(relayId, now, now + leaseMs) === undefined) return [];
+      const held = await this.#relayWrites.run(() =>
+        this.#statement('lease').get(relayId, now, now + leaseMs),
+      );
+      if (held === undefined) return [];
+      // The lease may have waited for the write lock: look again for a transaction opened meanwhile.
+      if (transactionOpen(this.db) === true) return [];
       if (this.#inFlightRelay !== relayId) {
         // The lease changed hands within this store: what the previous relay had in flight is this
         // one's to publish now, and that relay's marks are fenced off.
@@ -514,38 +526,57 @@ export class SqliteOutboxStore implements OutboxStore {
     return this.#inFlight.settle(id);
   }
 
+  /** The `seq` of `id` if `relayId` claimed it through this store and it is still in flight. */
+  #seqInFlight(relayId: string, id: string): number | undefined {
+    return relayId === this.#inFlightRelay ? this.#inFlight.seqOf(id) : undefined;
+  }
+
   async markPublished(relayId: string, ids: readonly string[]): Promise<void> {
     checkRelayId(relayId);
     if (checkIds(ids).length === 0) return;
     const now = this.#clock.now();
-    const seqs: number[] = [];
+    const seqs = new Set<number>();
     const unknown: string[] = [];
     let lowest = Number.POSITIVE_INFINITY;
     let highest = Number.NEGATIVE_INFINITY;
     for (const id of ids) {
-      const seq = this.#settle(relayId, id);
+      const seq = this.#seqInFlight(relayId, id);
       if (seq === undefined) unknown.push(id);
-      else {
-        seqs.push(seq);
+      else if (!seqs.has(seq)) {
+        seqs.add(seq);
         if (seq < lowest) lowest = seq;
         if (seq > highest) highest = seq;
       }
     }
-    // The lease fences both. The seqs are distinct (each id was taken off the map once), so as many
-    // as the range is wide fill it.
-    if (seqs.length > 0 && highest - lowest + 1 === seqs.length) {
-      this.#statement('markPublishedBySeqRange').run(now, relayId, lowest, highest);
-    } else if (seqs.length > 0) {
-      this.#statement('markPublishedBySeq').run(now, relayId, JSON.stringify(seqs));
+    try {
+      await this.#relayWrites.run(() => {
+        // The lease fences both. The seqs are distinct, so as many as the range is wide fill it.
+        if (seqs.size > 0 && highest - lowest + 1 === seqs.size) {
+          this.#statement('markPublishedBySeqRange').run(now, relayId, lowest, highest);
+        } else if (seqs.size > 0) {
+          this.#statement('markPublishedBySeq').run(now, relayId, JSON.stringify([...seqs]));
+        }
+        if (unknown.length > 0) this.#statement('markPublished').run(now, relayId, JSON.stringify(unknown));
+      });
+    } finally {
+      // Taken off the events in flight only once written (or failed): while the write waits for
+      // the lock, a claim beside it must not take these events again.
+      for (const id of ids) this.#settle(relayId, id);
     }
-    if (unknown.length > 0) this.#statement('markPublished').run(now, relayId, JSON.stringify(unknown));
   }
 
   async release(relayId: string, id: string, error: string, retryAt: number): Promise<void> {
     checkRelayId(relayId);
-    const seq = this.#settle(relayId, id);
-    if (seq === undefined) this.#statement('release').run(String(error), retryAt, id, relayId);
-    else this.#statement('releaseBySeq').run(String(error), retryAt, seq, relayId);
+    const seq = this.#seqInFlight(relayId, id);
+    try {
+      await this.#relayWrites.run(() =>
+        seq === undefined
+          ? this.#statement('release').run(String(error), retryAt, id, relayId)
+          : this.#statement('releaseBySeq').run(String(error), retryAt, seq, relayId),
+      );
+    } finally {
+      this.#settle(relayId, id);
+    }
   }
 
   /** Puts the events back among the claimable ones: nothing was written for them, so nothing is. */
@@ -561,7 +592,7 @@ export class SqliteOutboxStore implements OutboxStore {
    */
   async relinquish(relayId: string): Promise<void> {
     checkRelayId(relayId);
-    this.#statement('relinquish').run(relayId);
+    await this.#relayWrites.run(() => this.#statement('relinquish').run(relayId));
     if (relayId === this.#inFlightRelay) {
       this.#inFlight.clear();
       this.#inFlightRelay = undefined;
@@ -616,7 +647,7 @@ export class SqliteOutboxStore implements OutboxStore {
   async prunePublished(before: number, limit: number): Promise<number> {
     checkPrune(before, limit);
     if (limit === 0) return 0;
-    return Number(this.#statement('prune').run(before, limit).changes);
+    return Number((await this.#relayWrites.run(() => this.#statement('prune').run(before, limit))).changes);
   }
 
   async gauges(): Promise<OutboxGauges> {
