@@ -119,7 +119,8 @@ describe('sqliteStore', () => {
       await store.get(r.key);
       await store.replace(r.token, { ...r, token: randomUUID() });
     }
-    expect(prepared).toBe(3);
+    // insert, get and replace, and the read of the handle's busy timeout before each group.
+    expect(prepared).toBe(4);
   });
 
   it('joins the open transaction of its handle: a rollback undoes the stored response with the business write', async () => {
@@ -202,6 +203,58 @@ describe('sqliteStore', () => {
       ]);
       expect(twice.filter(Boolean)).toHaveLength(1);
       reader.close();
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("waits for another connection's write lock on a timer, gathering the writes queued meanwhile", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keel-sqlite-busy-'));
+    try {
+      const path = join(dir, 'idem.db');
+      const db = new DatabaseSync(path, { timeout: 5_000 });
+      db.exec('PRAGMA journal_mode = WAL');
+      const other = new DatabaseSync(path, { timeout: 5_000 });
+      const begins: string[] = [];
+      const counting = {
+        exec: (sql: string) => {
+          if (sql.startsWith('BEGIN')) begins.push(sql);
+          return db.exec(sql);
+        },
+        prepare: (sql: string) => db.prepare(sql),
+      };
+      const store = sqliteStore({ db: counting });
+      other.exec('BEGIN IMMEDIATE');
+      other.exec(
+        "INSERT INTO keel_idempotency (key, fingerprint, state, token, lease_until, expires_at, created_at, updated_at) VALUES ('other', 'f', 'in-flight', 't', 0, 0, 0, 0)",
+      );
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 1);
+      const first = Array.from({ length: 10 }, (_, i) => store.insertIfAbsent(record(`first-${i}`)));
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      const second = Array.from({ length: 10 }, (_, i) => store.insertIfAbsent(record(`second-${i}`)));
+      setTimeout(() => other.exec('COMMIT'), 40);
+      expect(await Promise.all([...first, ...second])).toEqual(Array.from({ length: 20 }, () => true));
+      clearInterval(timer);
+      // In SQLite's busy handler the thread would have slept through the wait: no tick, and the
+      // second writes would have waited for a group of their own.
+      expect(ticks).toBeGreaterThanOrEqual(20);
+      // Every try that found the lock taken counts too; one of them opened the group of all twenty.
+      expect(begins.length).toBeGreaterThan(1);
+      expect(Object.values(db.prepare('PRAGMA busy_timeout').get() as object)).toEqual([5_000]);
+      expect((db.prepare('SELECT count(*) AS n FROM keel_idempotency').get() as { n: number }).n).toBe(21);
+
+      // A lock held past the busy timeout fails the group with SQLITE_BUSY; nothing is written.
+      db.exec('PRAGMA busy_timeout = 120');
+      other.exec('BEGIN IMMEDIATE');
+      const started = performance.now();
+      await expect(store.insertIfAbsent(record('late'))).rejects.toMatchObject({ errcode: 5 });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(115);
+      other.exec('ROLLBACK');
+      expect(await store.get('late')).toBeUndefined();
+      expect(await store.insertIfAbsent(record('late'))).toBe(true);
+      other.close();
       db.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import {
 import type { IdempotencyRecord, IdempotencyStore, TransactionHandle } from '../../idempotency/store.ts';
 import { checkSqlIdentifier } from '../sql-identifier.ts';
 import { GroupCommit } from './group-commit.ts';
+import { WriteWithoutBlocking } from './write-without-blocking.ts';
 
 /** A value bound to a statement parameter. */
 export type SqliteValue = string | number | bigint | null;
@@ -107,6 +108,9 @@ type StatementName = 'get' | 'insert' | 'replace' | 'delete' | 'leases' | 'purge
  *   `busy_timeout` (`PRAGMA busy_timeout = 5000`, or `new DatabaseSync(path, { timeout: 5000 })`) on
  *   every handle: then any number of processes can share one file, a writer waits for the lock instead
  *   of failing with `SQLITE_BUSY`, and the fenced statements keep each key's handler to one run.
+ *   The store's own writes (group commits and purges) wait for the lock on a timer, not in SQLite's
+ *   busy handler, which would sleep on your thread; they still fail with `SQLITE_BUSY` once the
+ *   handle's busy timeout has passed.
  *   SQLite serialises writers, so this suits one machine, not a fleet on a network file system.
  *
  * @example
@@ -125,6 +129,8 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   /** `replace` statements prepared on other handles passed as `tx`. */
   readonly #txStatements = new WeakMap<object, SqliteStatement>();
   readonly #group: GroupCommit;
+  /** The purge's deletes, which wait for another connection's write lock on a timer. */
+  readonly #sweeps: WriteWithoutBlocking;
 
   constructor(options: SqliteIdempotencyStoreOptions) {
     if (typeof options?.db?.prepare !== 'function' || typeof options.db.exec !== 'function') {
@@ -137,6 +143,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
     this.ddl = sqliteIdempotencyDdl({ table: this.table });
     this.#group = new GroupCommit(this.db);
+    this.#sweeps = new WriteWithoutBlocking(this.db);
     const t = `"${this.table}"`;
     this.#sql = Object.freeze({
       get: `SELECT ${RECORD_COLUMNS} FROM ${t} WHERE key = ?`,
@@ -222,7 +229,8 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
 
   async purgeExpired(now: number, limit: number): Promise<number> {
     if (checkSweepLimit(limit) === 0) return 0;
-    return Number(this.#statement('purge').run(now, limit).changes);
+    const purge = this.#statement('purge');
+    return Number((await this.#sweeps.run(() => purge.run(now, limit))).changes);
   }
 }
 

@@ -21,12 +21,19 @@ import type { SqliteDatabase, SqliteStatement } from './idempotency-store.ts';
  */
 const PAUSE_MS = 1;
 
+/** One try of a write: its result, or the busy error that said another connection holds the lock. */
+export type WriteAttempt<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly busy: unknown };
+
 /**
  * @example
  * const writes = new WriteWithoutBlocking(db);
  * await writes.run(() => markStatement.run(now, relayId, lowest, highest));
  */
 export class WriteWithoutBlocking {
+  /** The pause between two tries, for callers that schedule their own ({@link tryOnce}). */
+  static readonly PAUSE_MS = PAUSE_MS;
   readonly #db: SqliteDatabase;
   #readTimeout: SqliteStatement | undefined;
 
@@ -39,26 +46,38 @@ export class WriteWithoutBlocking {
    * free, waiting for it on timers for up to the handle's busy timeout.
    */
   async run<T>(write: () => T): Promise<T> {
-    const timeoutMs = this.#busyTimeoutMs();
+    const timeoutMs = this.busyTimeoutMs();
     // A handle without a busy timeout fails at once when the lock is taken: nothing to wait for.
     if (timeoutMs <= 0) return write();
     const giveUpAt = performance.now() + timeoutMs;
     for (;;) {
-      // Set and restored within one synchronous stretch: no other code runs on the handle meanwhile.
-      this.#db.exec('PRAGMA busy_timeout = 0');
-      try {
-        return write();
-      } catch (error) {
-        if (!isBusy(error) || performance.now() >= giveUpAt) throw error;
-      } finally {
-        this.#db.exec(`PRAGMA busy_timeout = ${timeoutMs}`);
-      }
+      const attempt = this.tryOnce(write, timeoutMs);
+      if (attempt.ok) return attempt.value;
+      if (performance.now() >= giveUpAt) throw attempt.busy;
       await new Promise((resolve) => setTimeout(resolve, PAUSE_MS));
     }
   }
 
+  /**
+   * Runs `write` once without waiting for the lock: with the busy timeout at 0, restored to
+   * `timeoutMs` (the handle's, from {@link busyTimeoutMs}) before it returns. Errors other than
+   * `SQLITE_BUSY` and `SQLITE_LOCKED` are thrown.
+   */
+  tryOnce<T>(write: () => T, timeoutMs: number): WriteAttempt<T> {
+    // Set and restored within one synchronous stretch: no other code runs on the handle meanwhile.
+    this.#db.exec('PRAGMA busy_timeout = 0');
+    try {
+      return { ok: true, value: write() };
+    } catch (error) {
+      if (!isBusy(error)) throw error;
+      return { ok: false, busy: error };
+    } finally {
+      this.#db.exec(`PRAGMA busy_timeout = ${timeoutMs}`);
+    }
+  }
+
   /** The handle's busy timeout, read at every write: the application may change it. */
-  #busyTimeoutMs(): number {
+  busyTimeoutMs(): number {
     this.#readTimeout ??= this.#db.prepare('PRAGMA busy_timeout');
     const row = this.#readTimeout.get() as Record<string, unknown> | undefined;
     const value = row === undefined ? 0 : Number(Object.values(row)[0]);
