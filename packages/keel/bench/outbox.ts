@@ -26,13 +26,13 @@
  * count the event as retained *and* delivered, as with `'settled'`, but neither is capped by a
  * confirmation round trip that would hide what the outbox itself costs.
  *
- * On SQLite the producer shares the relay's thread by default. A service's request handlers need not
- * run on the relay's thread, and sharing it caps the producer below the asked rate on a loaded
- * machine; `BENCH_SQLITE_PRODUCER=thread` moves it to a worker thread with its own connection on the
- * same file, which reaches the asked rate but makes the relay and the producer contend for SQLite's
- * one write lock across threads: a writer that finds it taken sleeps in the busy handler (1, 2, 5,
- * 10 ms …), and on the relay's thread that sleep stalls the consumer too, so the lag grows several
- * times over. Both are printed as measured; the README quotes the default.
+ * On SQLite the producer runs on a worker thread with its own connection on the same file, as a
+ * service's other threads or processes would write: the relay and the producer contend for SQLite's
+ * one write lock, and the relay's marks wait for it on a timer while its thread goes on delivering.
+ * `BENCH_SQLITE_PRODUCER=main` puts the producer on the relay's thread instead, where no lock is
+ * contended but the one thread appends, relays and consumes: on two loaded cores it fell a quarter
+ * short of the asked rate, so the lag it measured was not the lag at that rate. The README quotes
+ * the default.
  *
  * The producer groups the appends of concurrent requests into shared transactions, as a service
  * under load does with group commit: on SQLite the writes queued in one event-loop turn commit
@@ -119,10 +119,10 @@ interface Setup {
 }
 
 /**
- * The sqlite lag phase's producer on a thread of its own (`BENCH_SQLITE_PRODUCER=thread`) rather than
+ * The sqlite lag phase's producer on a thread of its own, unless `BENCH_SQLITE_PRODUCER=main` puts it
  * on the relay's.
  */
-const PRODUCER_THREAD = process.env.BENCH_SQLITE_PRODUCER === 'thread';
+const PRODUCER_THREAD = process.env.BENCH_SQLITE_PRODUCER !== 'main';
 /** How often an open-loop producer issues what it owes. */
 const TICK_MS = 5;
 
