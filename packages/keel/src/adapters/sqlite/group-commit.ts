@@ -99,7 +99,7 @@ export class GroupCommit {
         this.#waitingSince = undefined;
         return true;
       }
-      const attempt = this.#lock.tryOnce(() => this.#db.exec('BEGIN IMMEDIATE'), timeoutMs);
+      const attempt = this.#lock.tryOnce(this.#beginImmediate, timeoutMs);
       if (attempt.ok) {
         this.#waitingSince = undefined;
         return true;
@@ -129,6 +129,8 @@ export class GroupCommit {
       setImmediate(this.#flush);
     }
   }
+
+  readonly #beginImmediate = (): unknown => this.#db.exec('BEGIN IMMEDIATE');
 
   #inTransaction(): boolean {
     const flags = this.#db as SqliteDatabase & TransactionFlags;
