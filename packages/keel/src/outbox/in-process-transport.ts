@@ -20,7 +20,8 @@
 import { InvalidOptionError } from '../errors/keel-error.ts';
 import { checkFraction, checkFunction, checkInteger, checkOneOf } from '../policy/options.ts';
 import type { OutboxEvent } from './event.ts';
-import type { Delivery, DeliveryHandler, SubscribeOptions, Subscription, Transport } from './transport.ts';
+import { type DeliverySettler, InProcessDelivery } from './in-process-delivery.ts';
+import type { DeliveryHandler, SubscribeOptions, Subscription, Transport } from './transport.ts';
 import { PublishNotConfirmedError, TransportClosedError } from './transport-errors.ts';
 
 /**
@@ -113,10 +114,13 @@ interface Member {
   readonly handler: DeliveryHandler;
   readonly prefetch: number;
   readonly types: ReadonlySet<string> | undefined;
-  readonly active: Set<Promise<void>>;
+  /** Deliveries whose handler is still running. */
+  readonly active: Set<MemberDelivery>;
   unsettled: number;
   closed: boolean;
 }
+
+type MemberDelivery = InProcessDelivery<Group, Member>;
 
 interface Redelivery {
   readonly event: OutboxEvent;
@@ -154,12 +158,8 @@ interface Waiter {
   done: boolean;
 }
 
-/** A delivery not yet settled: by when it comes back, and how it does. */
-interface AwaitingAck {
-  /** `performance.now()` after which it is delivered again. */
-  readonly deadline: number;
-  readonly expire: () => void;
-}
+/** No member of a group accepts an event's type (see `#pickMember`). */
+const NO_TAKER = Symbol('no member takes the type');
 
 /** Dropped log slots beyond which the log array is compacted (when they are also its larger part). */
 const LOG_COMPACT_AFTER = 1_024;
@@ -223,8 +223,18 @@ export class InProcessTransport implements Transport {
    * one waits the same `ackWaitMs`. One timer, armed for the oldest, serves them all, where a timer
    * per delivery would cost every delivery a timer's start and cancel.
    */
-  readonly #awaitingAck = new Set<AwaitingAck>();
+  readonly #awaitingAck = new Set<MemberDelivery>();
   #ackTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Whether `#ackTimer` is unreferenced: with nothing awaiting acknowledgement it stays armed but
+   * does not keep the process alive, and the next delivery references it again rather than clearing
+   * it and starting another.
+   */
+  #ackTimerIdle = false;
+  /** Settles this transport's deliveries (one object for all of them). */
+  readonly #settler: DeliverySettler<Group, Member> = {
+    settle: (delivery, delayMs) => this.#settleDelivery(delivery, delayMs),
+  };
 
   constructor(options: InProcessTransportOptions = {}) {
     const name = options.name ?? DEFAULTS.name;
@@ -440,7 +450,7 @@ export class InProcessTransport implements Transport {
         member.closed = true;
         const index = joined.members.indexOf(member);
         if (index >= 0) joined.members.splice(index, 1);
-        await Promise.allSettled([...member.active]);
+        await Promise.allSettled(runningOf(member));
       },
     };
   }
@@ -466,7 +476,7 @@ export class InProcessTransport implements Transport {
     for (const group of this.#groups.values()) {
       for (const member of group.members) {
         member.closed = true;
-        active.push(...member.active);
+        active.push(...runningOf(member));
       }
       group.members.length = 0;
     }
@@ -513,98 +523,116 @@ export class InProcessTransport implements Transport {
   /** Pumps `group` on a later turn: deliveries never run inside publish or subscribe. */
   #schedule(group: Group): void {
     if (this.#pumping.has(group) || this.#closed) return;
+    if (this.#pumping.size === 0) setImmediate(this.#pumpScheduled);
     this.#pumping.add(group);
-    setImmediate(() => {
-      this.#pumping.delete(group);
-      this.#pump(group);
-    });
   }
+
+  /**
+   * One turn's pumps, for every group scheduled since the last: one immediate for all of them. A
+   * group scheduled again while they run (a handler that acknowledged at once) waits for the next
+   * turn, so deliveries never run on without one.
+   */
+  readonly #pumpScheduled = (): void => {
+    const groups = [...this.#pumping];
+    this.#pumping.clear();
+    for (const group of groups) this.#pump(group);
+  };
 
   #pump(group: Group): void {
     if (this.#closed) return;
     for (;;) {
-      const next = this.#peek(group);
-      if (next === undefined) break;
-      const accepting = group.members.filter(
-        (member) => !member.closed && (member.types === undefined || member.types.has(next.event.type)),
-      );
-      if (accepting.length === 0) {
+      // Redeliveries first, then the log.
+      const redelivery = group.ready[0];
+      const event = redelivery === undefined ? this.#eventAt(group.cursor) : redelivery.event;
+      if (event === undefined) break;
+      const member = this.#pickMember(group, event.type);
+      if (member === undefined) break; // every accepting member is at its prefetch
+      if (member === NO_TAKER) {
         if (group.members.length === 0) break; // keep it for a member that joins later
-        this.#take(group, next); // no member of this group wants the type
-        this.#settled(group, next.event);
+        this.#take(group, redelivery); // no member of this group wants the type
+        this.#settled(group, event);
         continue;
       }
-      const member = this.#pickMember(group, accepting);
-      if (member === undefined) break; // every accepting member is at its prefetch
-      this.#take(group, next);
-      this.#deliver(group, member, next);
+      this.#take(group, redelivery);
+      this.#deliver(group, member, event, redelivery === undefined ? 1 : redelivery.deliveryCount);
     }
     this.#trim();
   }
 
-  #peek(group: Group): (Redelivery & { fromLog: boolean }) | undefined {
-    const redelivery = group.ready[0];
-    if (redelivery !== undefined) return { ...redelivery, fromLog: false };
-    const event = this.#eventAt(group.cursor);
-    return event === undefined ? undefined : { event, deliveryCount: 1, fromLog: true };
-  }
-
-  #take(group: Group, next: { fromLog: boolean }): void {
-    if (next.fromLog) group.cursor++;
+  #take(group: Group, redelivery: Redelivery | undefined): void {
+    if (redelivery === undefined) group.cursor++;
     else group.ready.shift();
   }
 
-  #pickMember(group: Group, accepting: readonly Member[]): Member | undefined {
-    for (let i = 0; i < accepting.length; i++) {
-      const member = accepting[(group.nextMember + i) % accepting.length] as Member;
+  /**
+   * The next member, round robin, that accepts `type` and is below its prefetch; `undefined` when
+   * every member that accepts it is at its prefetch, {@link NO_TAKER} when none accepts it.
+   */
+  #pickMember(group: Group, type: string): Member | undefined | typeof NO_TAKER {
+    const { members } = group;
+    let accepting = false;
+    for (let i = 0; i < members.length; i++) {
+      const index = (group.nextMember + i) % members.length;
+      const member = members[index] as Member;
+      if (member.closed || (member.types !== undefined && !member.types.has(type))) continue;
+      accepting = true;
       if (member.unsettled < member.prefetch) {
-        group.nextMember = (group.nextMember + i + 1) % accepting.length;
+        group.nextMember = (index + 1) % members.length;
         return member;
       }
     }
-    return undefined;
+    return accepting ? undefined : NO_TAKER;
   }
 
-  #deliver(group: Group, member: Member, next: Redelivery): void {
+  #deliver(group: Group, member: Member, event: OutboxEvent, deliveryCount: number): void {
     this.#stats.deliveries++;
     member.unsettled++;
-    let settled = false;
-    const settle = (delayMs: number | undefined) => {
-      if (settled) return;
-      settled = true;
-      this.#awaitingAck.delete(awaiting);
-      if (this.#awaitingAck.size === 0 && this.#ackTimer !== undefined) {
-        // Nothing left to come back: no timer keeps the process alive.
-        clearTimeout(this.#ackTimer);
-        this.#ackTimer = undefined;
-      }
-      member.unsettled--;
-      if (delayMs === undefined) this.#settled(group, next.event);
-      else this.#redeliver(group, next, delayMs);
-      this.#schedule(group);
-    };
-    const awaiting: AwaitingAck = { deadline: performance.now() + this.#ackWaitMs, expire: () => settle(0) };
-    this.#awaitingAck.add(awaiting);
+    const delivery = new InProcessDelivery(
+      this.#settler,
+      group,
+      member,
+      event,
+      deliveryCount,
+      performance.now() + this.#ackWaitMs,
+    );
+    this.#awaitingAck.add(delivery);
     if (this.#ackTimer === undefined) this.#armAckTimer(this.#ackWaitMs);
-    const delivery: Delivery = {
-      event: next.event,
-      deliveryCount: next.deliveryCount,
-      ack: async () => settle(undefined),
-      retry: async (delayMs) => settle(Number.isFinite(delayMs) && delayMs > 0 ? delayMs : 0),
-    };
-    const run = (async () => {
-      try {
-        await member.handler(delivery);
-      } catch {
-        settle(0);
-      }
-    })();
-    member.active.add(run);
-    void run.finally(() => member.active.delete(run));
+    else if (this.#ackTimerIdle) {
+      this.#ackTimer.ref?.();
+      this.#ackTimerIdle = false;
+    }
+    member.active.add(delivery);
+    delivery.running = this.#run(member, delivery);
+  }
+
+  /** Runs the member's handler; one that throws has its delivery come back at once. */
+  async #run(member: Member, delivery: MemberDelivery): Promise<void> {
+    try {
+      await member.handler(delivery);
+    } catch {
+      delivery.settle(0);
+    } finally {
+      member.active.delete(delivery);
+    }
+  }
+
+  #settleDelivery(delivery: MemberDelivery, delayMs: number | undefined): void {
+    this.#awaitingAck.delete(delivery);
+    if (this.#awaitingAck.size === 0 && this.#ackTimer !== undefined && !this.#ackTimerIdle) {
+      // Nothing left to come back: the timer no longer keeps the process alive.
+      this.#ackTimer.unref?.();
+      this.#ackTimerIdle = true;
+    }
+    const { group, member, event } = delivery;
+    member.unsettled--;
+    if (delayMs === undefined) this.#settled(group, event);
+    else this.#redeliver(group, event, delivery.deliveryCount, delayMs);
+    this.#schedule(group);
   }
 
   #armAckTimer(delayMs: number): void {
     this.#ackTimer = setTimeout(this.#expireAcks, Math.max(1, delayMs));
+    this.#ackTimerIdle = false;
   }
 
   /** Delivers again what was not settled in time, oldest first, then waits for the next deadline. */
@@ -617,12 +645,12 @@ export class InProcessTransport implements Transport {
         return;
       }
       // Settling takes it off the set; iterating a Set while deleting what was visited is safe.
-      awaiting.expire();
+      awaiting.settle(0);
     }
   };
 
-  #redeliver(group: Group, previous: Redelivery, delayMs: number): void {
-    const again = { event: previous.event, deliveryCount: previous.deliveryCount + 1 };
+  #redeliver(group: Group, event: OutboxEvent, deliveryCount: number, delayMs: number): void {
+    const again: Redelivery = { event, deliveryCount: deliveryCount + 1 };
     if (delayMs === 0) {
       group.ready.push(again);
       return;
@@ -634,6 +662,13 @@ export class InProcessTransport implements Transport {
     }, delayMs);
     this.#timers.add(timer);
   }
+}
+
+/** The runs of the member's handlers still going, for a closing subscription to wait on. */
+function runningOf(member: Member): Promise<void>[] {
+  const running: Promise<void>[] = [];
+  for (const delivery of member.active) if (delivery.running !== undefined) running.push(delivery.running);
+  return running;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { type Delivery, inProcessTransport, type OutboxEvent } from 'keel/outbox';
 import { describe, expect, it } from 'vitest';
+import { runFixture } from './fixture-process.ts';
 
 const event = (id: string): OutboxEvent => ({
   id,
@@ -130,6 +131,17 @@ describe('in-process transport', () => {
     expect(seen.filter((s) => s.count > 2)).toEqual([]);
     expect(transport.stats().deliveries).toBe(8);
     await transport.close();
+  });
+
+  it('lets the process end once every delivery is settled, closed or not', async () => {
+    // ackWaitMs is a minute: an acknowledgement timer left holding the process would show.
+    for (const late of [0, 10]) {
+      const started = performance.now();
+      const { code, stderr } = await runFixture('in-process-unclosed.ts', ['200', String(late)]);
+      expect(stderr).toContain('handled 200');
+      expect(code).toBe(0);
+      expect(performance.now() - started).toBeLessThan(20_000);
+    }
   });
 
   it('fails publishes through the fault hook and counts them', async () => {
