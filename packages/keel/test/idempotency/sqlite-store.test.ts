@@ -22,6 +22,25 @@ const SOURCE = (path: string) => pathToFileURL(join(PACKAGE_DIR, 'src', path)).h
 
 const record = recordFixture;
 
+/**
+ * A WAL file with two connections: `db`, under a store that records every `BEGIN` it runs, and
+ * `other`, as another process's would be.
+ */
+function walPair(path: string) {
+  const db = new DatabaseSync(path, { timeout: 5_000 });
+  db.exec('PRAGMA journal_mode = WAL');
+  const other = new DatabaseSync(path, { timeout: 5_000 });
+  const begins: string[] = [];
+  const counting = {
+    exec: (sql: string) => {
+      if (sql.startsWith('BEGIN')) begins.push(sql);
+      return db.exec(sql);
+    },
+    prepare: (sql: string) => db.prepare(sql),
+  };
+  return { db, other, store: sqliteStore({ db: counting }), begins };
+}
+
 describe('sqliteStore', () => {
   it('creates its table and indexes at construction, once, under the table name given', () => {
     const db = new DatabaseSync(':memory:');
@@ -177,19 +196,7 @@ describe('sqliteStore', () => {
   it('group-commits the writes of one event-loop turn, acknowledging each only once committed', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'keel-sqlite-group-'));
     try {
-      const path = join(dir, 'idem.db');
-      const db = new DatabaseSync(path, { timeout: 5_000 });
-      db.exec('PRAGMA journal_mode = WAL');
-      const reader = new DatabaseSync(path, { timeout: 5_000 });
-      const begins: string[] = [];
-      const counting = {
-        exec: (sql: string) => {
-          if (sql.startsWith('BEGIN')) begins.push(sql);
-          return db.exec(sql);
-        },
-        prepare: (sql: string) => db.prepare(sql),
-      };
-      const store = sqliteStore({ db: counting });
+      const { db, other: reader, store, begins } = walPair(join(dir, 'idem.db'));
       const records = Array.from({ length: 50 }, (_, i) => record(`group-${i}`));
       const inserted = await Promise.all(records.map((r) => store.insertIfAbsent(r)));
       expect(inserted.every(Boolean)).toBe(true);
@@ -212,19 +219,7 @@ describe('sqliteStore', () => {
   it("waits for another connection's write lock on a timer, gathering the writes queued meanwhile", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'keel-sqlite-busy-'));
     try {
-      const path = join(dir, 'idem.db');
-      const db = new DatabaseSync(path, { timeout: 5_000 });
-      db.exec('PRAGMA journal_mode = WAL');
-      const other = new DatabaseSync(path, { timeout: 5_000 });
-      const begins: string[] = [];
-      const counting = {
-        exec: (sql: string) => {
-          if (sql.startsWith('BEGIN')) begins.push(sql);
-          return db.exec(sql);
-        },
-        prepare: (sql: string) => db.prepare(sql),
-      };
-      const store = sqliteStore({ db: counting });
+      const { db, other, store, begins } = walPair(join(dir, 'idem.db'));
       other.exec('BEGIN IMMEDIATE');
       other.exec(
         "INSERT INTO keel_idempotency (key, fingerprint, state, token, lease_until, expires_at, created_at, updated_at) VALUES ('other', 'f', 'in-flight', 't', 0, 0, 0, 0)",
