@@ -461,8 +461,6 @@ export class SqliteOutboxStore implements OutboxStore {
         this.#statement('lease').get(relayId, now, now + leaseMs),
       );
       if (held === undefined) return [];
-      // The lease may have waited for the write lock: look again for a transaction opened meanwhile.
-      if (transactionOpen(this.db) === true) return [];
       if (this.#inFlightRelay !== relayId) {
         // The lease changed hands within this store: what the previous relay had in flight is this
         // one's to publish now, and that relay's marks are fenced off.
@@ -470,6 +468,8 @@ export class SqliteOutboxStore implements OutboxStore {
         this.#inFlightRelay = relayId;
       }
       this.#leaseUntil = now + leaseMs;
+      // The lease may have waited for the write lock: look again for a transaction opened meanwhile.
+      if (transactionOpen(this.db) === true) return [];
     }
     const inFlight = this.#inFlight;
     const span = inFlight.span();
