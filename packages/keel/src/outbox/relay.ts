@@ -17,6 +17,7 @@ import { InvalidOptionError } from '../errors/keel-error.ts';
 import type { WallClock } from '../idempotency/store.ts';
 import { wallClock } from '../idempotency/store.ts';
 import { type Backoff, exponentialBackoff } from '../policy/backoff.ts';
+import { nextTurn } from '../policy/next-turn.ts';
 import { checkFunction, checkInteger, checkNumber } from '../policy/options.ts';
 import type { OutboxEvent } from './event.ts';
 import { ClaimedEvent, type ClaimedOutboxEvent, type OutboxStore } from './outbox-store.ts';
@@ -163,11 +164,6 @@ function defaultRelayId(): string {
  * The event as appended, without the store's bookkeeping, for the transport. A {@link ClaimedEvent}
  * already is exactly that; other claimed events are copied.
  */
-/** Resolves on the event loop's next turn, after the I/O and timers that were waiting. */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 function asPublished(event: ClaimedOutboxEvent): OutboxEvent {
   if (event instanceof ClaimedEvent) return event;
   return {

@@ -1,4 +1,5 @@
 import type { Clock, Timer } from './clock.ts';
+import { nextTurn } from './next-turn.ts';
 
 interface PendingTimer extends Timer {
   readonly at: number;
@@ -92,5 +93,5 @@ export class FakeClock implements Clock {
 
 /** Lets every queued promise callback run, including ones queued by those callbacks. */
 export function flushMicrotasks(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  return nextTurn();
 }
