@@ -162,6 +162,11 @@ function isEmpty(value: object): boolean {
   return true;
 }
 
+/** The name of one header in an error: `headers["x-id"]`. */
+function headerField(field: string, name: string): string {
+  return `${field}[${JSON.stringify(name)}]`;
+}
+
 /** Checks merged headers (a plain object, see {@link isHeaderObject}): names and values. */
 function checkHeaders(field: string, value: Record<string, unknown>): Readonly<Record<string, string>> {
   const entries = Object.entries(value);
@@ -172,19 +177,18 @@ function checkHeaders(field: string, value: Record<string, unknown>): Readonly<R
   for (const [name, header] of entries) {
     if (name === '' || name.length > MAX_EVENT_NAME_LENGTH) {
       throw new InvalidOutboxEventError(
-        `${field}[${JSON.stringify(name)}]`,
+        headerField(field, name),
         `header names are 1 to ${MAX_EVENT_NAME_LENGTH} characters`,
       );
     }
     if (typeof header !== 'string' || header.length > MAX_HEADER_VALUE_LENGTH) {
       throw new InvalidOutboxEventError(
-        `${field}[${JSON.stringify(name)}]`,
+        headerField(field, name),
         `must be a string of at most ${MAX_HEADER_VALUE_LENGTH} characters, got ${describe(header)}`,
       );
     }
     const problem = textProblem(name) ?? textProblem(header);
-    if (problem !== undefined)
-      throw new InvalidOutboxEventError(`${field}[${JSON.stringify(name)}]`, problem);
+    if (problem !== undefined) throw new InvalidOutboxEventError(headerField(field, name), problem);
     headers[name] = header;
   }
   return Object.freeze(headers);
