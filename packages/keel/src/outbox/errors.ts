@@ -57,3 +57,20 @@ export class OutboxTransactionError extends KeelError {
     super('KEEL_OUTBOX_NO_TRANSACTION', message);
   }
 }
+
+/**
+ * The SQLite outbox's write thread (`sqliteOutbox({ writeThread: true })`) failed, exited or was
+ * closed before it answered a write of the relay. Whether that write committed is not known: the
+ * relay reports the error and carries on, and events whose mark is in doubt are published again,
+ * which a consumer's inbox absorbs. The next write starts a new thread.
+ *
+ * @example
+ * relay = outboxRelay({ store, transport, onError: (error) => {
+ *   if (error instanceof OutboxWriteThreadError) log.warn({ err: error }, 'outbox write thread lost');
+ * } });
+ */
+export class OutboxWriteThreadError extends KeelError {
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super('KEEL_OUTBOX_WRITE_THREAD', `The outbox's write thread ${reason}`, options);
+  }
+}

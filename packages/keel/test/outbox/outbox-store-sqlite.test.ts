@@ -1,21 +1,24 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { inProcessTransport, OutboxTransactionError, outboxRelay } from 'keel/outbox';
+import { inProcessTransport, OutboxTransactionError, OutboxWriteThreadError, outboxRelay } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runFixture } from './fixture-process.ts';
 import { manualClock, type OutboxHarness, outboxStoreConformance } from './outbox-store-conformance.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'keel-outbox-store-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 let files = 0;
 
-async function harness(): Promise<OutboxHarness> {
-  const db = new DatabaseSync(join(scratch, `outbox-${files++}.db`));
+/** A store on a new file; with `writeThread`, in WAL mode with the relay's writes on their thread. */
+async function harness(writeThread = false): Promise<OutboxHarness> {
+  const db = new DatabaseSync(join(scratch, `outbox-${files++}.db`), { timeout: 5_000 });
+  if (writeThread) db.exec('PRAGMA journal_mode = WAL');
   db.exec('CREATE TABLE business (id TEXT PRIMARY KEY)');
   const clock = manualClock();
-  const store = sqliteOutbox({ db, clock });
+  const store = sqliteOutbox({ db, clock, writeThread });
   return {
     store,
     clock,
@@ -36,12 +39,14 @@ async function harness(): Promise<OutboxHarness> {
       return (db.prepare('SELECT count(*) AS n FROM business').get() as { n: number }).n;
     },
     async dispose() {
+      await store.close();
       db.close();
     },
   };
 }
 
-outboxStoreConformance('sqlite', harness);
+outboxStoreConformance('sqlite', () => harness());
+outboxStoreConformance('sqlite, writes on a thread', () => harness(true));
 
 describe('sqlite outbox specifics', () => {
   it('refuses an append outside a transaction', async () => {
@@ -205,14 +210,17 @@ describe('sqlite outbox specifics', () => {
     secondDb.close();
   });
 
-  describe('while another connection holds the write lock', () => {
+  describe.each([
+    ['on the store’s handle', false],
+    ['on the write thread', true],
+  ])('while another connection holds the write lock, with writes %s', (_, writeThread) => {
     /** A store with one claimed event, and a second connection on the same file. */
     async function lockedFile(timeoutMs: number) {
       const path = join(scratch, `busy-${files++}.db`);
       const db = new DatabaseSync(path, { timeout: timeoutMs });
       db.exec('PRAGMA journal_mode = WAL');
       const other = new DatabaseSync(path, { timeout: timeoutMs });
-      const store = sqliteOutbox({ db });
+      const store = sqliteOutbox({ db, writeThread });
       db.exec('BEGIN');
       await store.append(db, [
         { type: 't', aggregateType: 'a', aggregateId: '1', payload: 1 },
@@ -226,8 +234,9 @@ describe('sqlite outbox specifics', () => {
         ON CONFLICT (singleton) DO NOTHING`);
       const busyTimeout = () => Object.values(db.prepare('PRAGMA busy_timeout').get() as object)[0];
       const unlock = () => other.exec('COMMIT');
-      const close = () => {
+      const close = async () => {
         if (other.isTransaction) other.exec('ROLLBACK');
+        await store.close();
         other.close();
         db.close();
       };
@@ -246,7 +255,7 @@ describe('sqlite outbox specifics', () => {
       return ticks;
     }
 
-    it('waits for the lock on timers, not in SQLite, then marks and keeps the handle’s busy timeout', async () => {
+    it('waits for the lock without blocking the thread, then marks and keeps the handle’s busy timeout', async () => {
       const { store, claimed, busyTimeout, unlock, close } = await lockedFile(5_000);
       let marked = false;
       const marking = store.markPublished('r1', [claimed[0]?.id as string]).then(() => {
@@ -260,7 +269,7 @@ describe('sqlite outbox specifics', () => {
       expect(first?.publishedAt).not.toBeNull();
       expect(second?.publishedAt).toBeNull();
       expect(busyTimeout()).toBe(5_000);
-      close();
+      await close();
     });
 
     it('keeps the events of a waiting mark in flight, so a claim beside it does not take them again', async () => {
@@ -271,7 +280,7 @@ describe('sqlite outbox specifics', () => {
       expect(beside.map((event) => event.id)).not.toContain(claimed[0]?.id);
       unlock();
       await marking;
-      close();
+      await close();
     });
 
     it('fails with SQLITE_BUSY once the handle’s busy timeout has passed, without blocking the thread', async () => {
@@ -286,7 +295,7 @@ describe('sqlite outbox specifics', () => {
       // Off the events in flight: once the lock is free, the next claim takes the event again.
       unlock();
       expect((await store.claim('r1', 10, 60_000)).map((event) => event.id)).toContain(claimed[0]?.id);
-      close();
+      await close();
     });
 
     it('fails at once on a handle without a busy timeout, as SQLite would', async () => {
@@ -294,7 +303,7 @@ describe('sqlite outbox specifics', () => {
       await expect(store.release('r1', claimed[0]?.id as string, 'boom', 0)).rejects.toMatchObject({
         errcode: 5,
       });
-      close();
+      await close();
     });
   });
 
@@ -302,6 +311,88 @@ describe('sqlite outbox specifics', () => {
     const db = new DatabaseSync(':memory:');
     expect(() => sqliteOutbox({ db, table: '1bad' })).toThrow(/table/);
     expect(() => sqliteOutbox({ db: {} as DatabaseSync })).toThrow(/db/);
+  });
+
+  describe('with its writes on a thread', () => {
+    /** A WAL file with `count` events appended and claimed by `r1`. */
+    async function claimedOnFile(count: number) {
+      const dir = mkdtempSync(join(scratch, 'thread-'));
+      const db = new DatabaseSync(join(dir, 'outbox.db'), { timeout: 5_000 });
+      db.exec('PRAGMA journal_mode = WAL');
+      const store = sqliteOutbox({ db, writeThread: true });
+      db.exec('BEGIN');
+      await store.append(
+        db,
+        Array.from({ length: count }, (_, n) => ({
+          type: 't',
+          aggregateType: 'a',
+          aggregateId: `${n}`,
+          payload: n,
+        })),
+      );
+      db.exec('COMMIT');
+      return { dir, db, store };
+    }
+
+    it('refuses a handle the thread cannot share: in memory, not in WAL mode, or a flag that is not a boolean', () => {
+      const memory = new DatabaseSync(':memory:');
+      expect(() => sqliteOutbox({ db: memory, writeThread: true })).toThrow(
+        expect.objectContaining({
+          name: 'InvalidOptionError',
+          message: expect.stringMatching(/writeThread.*not in memory/),
+        }),
+      );
+      const rollbackJournal = new DatabaseSync(join(scratch, `journal-${files++}.db`));
+      expect(() => sqliteOutbox({ db: rollbackJournal, writeThread: true })).toThrow(
+        /writeThread.*WAL mode.*delete/,
+      );
+      expect(() => sqliteOutbox({ db: memory, writeThread: 'yes' as unknown as boolean })).toThrow(
+        /writeThread.*boolean/,
+      );
+      memory.close();
+      rollbackJournal.close();
+    });
+
+    it('fails the writes of a thread that cannot open the file, and starts a new one for the next write', async () => {
+      const { dir, db, store } = await claimedOnFile(1);
+      const renamed = `${dir}-moved`;
+      // The thread opens the file by its path on the first write: with the folder moved away, it fails.
+      renameSync(dir, renamed);
+      const failed = await store.claim('r1', 10, 60_000).catch((error: unknown) => error);
+      expect(failed).toBeInstanceOf(OutboxWriteThreadError);
+      expect((failed as OutboxWriteThreadError).code).toBe('KEEL_OUTBOX_WRITE_THREAD');
+      renameSync(renamed, dir);
+      const claimed = await store.claim('r1', 10, 60_000);
+      expect(claimed).toHaveLength(1);
+      await store.markPublished('r1', [claimed[0]?.id as string]);
+      expect((await store.gauges()).unpublished).toBe(0);
+      await store.close();
+      db.close();
+    });
+
+    it('fails writes after close with OutboxWriteThreadError, and close waits for the writes under way', async () => {
+      const { db, store } = await claimedOnFile(2);
+      const claimed = await store.claim('r1', 10, 60_000);
+      const marking = store.markPublished('r1', [claimed[0]?.id as string]);
+      await store.close();
+      await marking;
+      expect((await store.find({ published: true })).map((event) => event.id)).toEqual([claimed[0]?.id]);
+      await expect(store.release('r1', claimed[1]?.id as string, 'boom', 0)).rejects.toBeInstanceOf(
+        OutboxWriteThreadError,
+      );
+      await store.close();
+      db.close();
+    });
+
+    it('lets the process end once its writes are done, closed or not', async () => {
+      const started = performance.now();
+      const { code, stderr } = await runFixture('sqlite-write-thread-unclosed.ts', [
+        join(scratch, `exit-${files++}.db`),
+      ]);
+      expect(stderr).toContain('published 50');
+      expect(code).toBe(0);
+      expect(performance.now() - started).toBeLessThan(20_000);
+    });
   });
 });
 

@@ -14,8 +14,8 @@ import { type FixtureExit, runFixture } from './fixture-process.ts';
 const scratch = mkdtempSync(join(tmpdir(), 'keel-relay-processes-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-function runWorker(args: string[]): Promise<FixtureExit> {
-  return runFixture('sqlite-relay-worker.ts', args);
+function runWorker(args: string[], writeThread = false): Promise<FixtureExit> {
+  return runFixture('sqlite-relay-worker.ts', writeThread ? [...args, '--write-thread'] : args);
 }
 
 interface Received {
@@ -63,12 +63,15 @@ function expectAggregatesInOrder(rows: readonly Received[], aggregates: number, 
   }
 }
 
-describe('SQLite relays in separate processes on one file', () => {
+describe.each([
+  ['on the store’s handle', false],
+  ['on a write thread', true],
+])('SQLite relays in separate processes on one file, writing %s', (_, writeThread) => {
   it('publishes from one relay at a time, each event once', async () => {
-    const { path, db, store, received } = await outboxFile('two', 8, 40);
+    const { path, db, store, received } = await outboxFile(`two-${writeThread}`, 8, 40);
     const [first, second] = await Promise.all([
-      runWorker([path, 'p1', '30000']),
-      runWorker([path, 'p2', '30000']),
+      runWorker([path, 'p1', '30000'], writeThread),
+      runWorker([path, 'p2', '30000'], writeThread),
     ]);
     expect(first.code, first.stderr).toBe(0);
     expect(second.code, second.stderr).toBe(0);
@@ -86,13 +89,13 @@ describe('SQLite relays in separate processes on one file', () => {
   }, 30_000);
 
   it('publishes every event after the relay holding the outbox is killed mid-batch', async () => {
-    const { path, db, store, received } = await outboxFile('crash', 5, 20);
-    const crashed = await runWorker([path, 'killed', '500', '17']);
+    const { path, db, store, received } = await outboxFile(`crash-${writeThread}`, 5, 20);
+    const crashed = await runWorker([path, 'killed', '500', '17'], writeThread);
     expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
     const killedAt = Math.max(...received().map((row) => row.at));
     expect((await store.gauges()).unpublished).toBeGreaterThan(0);
     // Started at once: it waits for the killed relay's lease to run out, then takes the outbox over.
-    const restarted = await runWorker([path, 'restarted', '10000']);
+    const restarted = await runWorker([path, 'restarted', '10000'], writeThread);
     expect(restarted.code, restarted.stderr).toBe(0);
     const rows = received();
     const byRestarted = rows.filter((row) => row.relay === 'restarted');

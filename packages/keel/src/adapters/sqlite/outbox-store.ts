@@ -45,6 +45,7 @@ import type { OutboxGauges, OutboxTelemetry } from '../../outbox/telemetry.ts';
 import { checkSqlIdentifier } from '../sql-identifier.ts';
 import { EventsInFlight } from './events-in-flight.ts';
 import type { SqliteDatabase, SqliteStatement, SqliteValue } from './idempotency-store.ts';
+import { RelayWriteThread } from './relay-write-thread.ts';
 import { WriteWithoutBlocking } from './write-without-blocking.ts';
 
 /** Options of {@link sqliteOutbox}. */
@@ -66,6 +67,20 @@ export interface SqliteOutboxOptions {
    * @default wallClock
    */
   clock?: WallClock;
+  /**
+   * Runs the relay's writes (its lease, marks, releases, relinquish and prunes) on a worker thread
+   * with its own connection on `db`'s file, instead of on `db` in this thread. A mark rewrites every
+   * row of its batch, and the commit that fills the WAL runs its checkpoint and `fsync`: on the
+   * service's thread that is time no request runs, and on a thread of its own it runs beside the
+   * relay's next batch. The thread waits for another connection's write lock by polling every
+   * quarter of a millisecond, where the event loop's timers could not wait less than one, so a
+   * writer that commits back to back does not keep the marks out. `db` must be a file in WAL mode
+   * (the constructor checks); the thread takes `db`'s `synchronous` setting and waits for the lock
+   * for as long as `db`'s busy timeout. Claims, finds and gauges still read on `db`. Call
+   * {@link SqliteOutboxStore.close} to end the thread; an idle thread does not hold the process open.
+   * @default false
+   */
+  writeThread?: boolean;
 }
 
 const DEFAULTS = Object.freeze({ table: 'keel_outbox' });
@@ -195,6 +210,57 @@ function transactionOpen(handle: object): boolean | undefined {
   return undefined;
 }
 
+/** The relay's write statements. */
+type WriteName =
+  | 'lease'
+  | 'relinquish'
+  | 'markPublished'
+  | 'markPublishedBySeq'
+  | 'markPublishedBySeqRange'
+  | 'release'
+  | 'releaseBySeq'
+  | 'prune';
+
+/** The file a handle has open: `node:sqlite`'s `location()`, better-sqlite3's `name`; null in memory. */
+function fileOf(db: SqliteDatabase): string | null {
+  const handle = db as { location?: () => string | null; name?: unknown; memory?: unknown };
+  const path =
+    typeof handle.location === 'function' ? handle.location() : handle.memory === true ? null : handle.name;
+  return typeof path === 'string' && path !== '' && path !== ':memory:' ? path : null;
+}
+
+/** The one value a `PRAGMA` read returns. */
+function pragmaValue(db: SqliteDatabase, pragma: string): unknown {
+  const row = db.prepare(`PRAGMA ${pragma}`).get() as Record<string, unknown> | undefined;
+  return row === undefined ? undefined : Object.values(row)[0];
+}
+
+/**
+ * The write thread for `db`, checked: a file (the thread opens it again) in WAL mode (in any other
+ * mode the thread's writes would lock `db`'s reads out), with `db`'s `synchronous` carried over.
+ */
+function writeThreadFor(db: SqliteDatabase): RelayWriteThread {
+  const path = fileOf(db);
+  if (path === null) {
+    throw new InvalidOptionError(
+      'writeThread',
+      'needs db to be a database file the thread can open, not in memory',
+    );
+  }
+  const mode = String(pragmaValue(db, 'journal_mode')).toLowerCase();
+  if (mode !== 'wal') {
+    throw new InvalidOptionError(
+      'writeThread',
+      `needs the file in WAL mode (run PRAGMA journal_mode = WAL on db first), got journal_mode ${mode}`,
+    );
+  }
+  const synchronous = Number(pragmaValue(db, 'synchronous'));
+  return new RelayWriteThread({
+    path,
+    setup: Number.isInteger(synchronous) ? [`PRAGMA synchronous = ${synchronous}`] : [],
+  });
+}
+
 /**
  * An {@link OutboxStore} in one SQLite table.
  *
@@ -220,6 +286,9 @@ function transactionOpen(handle: object): boolean | undefined {
  *   prunes) wait for another connection's write lock on a timer rather than in SQLite's busy
  *   handler, which would sleep on your thread: requests and timers keep running meanwhile, and the
  *   write still fails with `SQLITE_BUSY` once the handle's busy timeout has passed.
+ * - **Writes on a thread.** With `writeThread: true` those writes run on a worker thread with its
+ *   own connection, so marking a batch (a rewrite of each of its rows, and now and then a WAL
+ *   checkpoint) runs beside the relay's next batch instead of before it.
  *
  * @example
  * import { DatabaseSync } from 'node:sqlite';
@@ -251,6 +320,8 @@ export class SqliteOutboxStore implements OutboxStore {
   readonly #inFlight = new EventsInFlight();
   /** The relay's writes: they wait for another connection's write lock on timers, not in SQLite. */
   readonly #relayWrites: WriteWithoutBlocking;
+  /** Where the relay's writes run instead, with `writeThread`. */
+  readonly #writeThread: RelayWriteThread | undefined;
   /** The relay the events in flight were claimed for: the last one this store saw take the lease. */
   #inFlightRelay: string | undefined;
   /** Until when `#inFlightRelay` holds the lease, as of its last renewal here. */
@@ -277,6 +348,10 @@ export class SqliteOutboxStore implements OutboxStore {
     this.#clock = options.clock ?? wallClock;
     this.#telemetry = options.telemetry;
     this.#relayWrites = new WriteWithoutBlocking(this.db);
+    if (options.writeThread !== undefined && typeof options.writeThread !== 'boolean') {
+      throw new InvalidOptionError('writeThread', `must be a boolean, got ${String(options.writeThread)}`);
+    }
+    this.#writeThread = options.writeThread === true ? writeThreadFor(this.db) : undefined;
     const t = `"${this.table}"`;
     const lease = `"${this.table}_lease"`;
     // Every write of the relay's goes through only while its relay holds the lease.
@@ -457,9 +532,7 @@ export class SqliteOutboxStore implements OutboxStore {
     if (transactionOpen(this.db) === true) return [];
     const now = this.#clock.now();
     if (relayId !== this.#inFlightRelay || this.#leaseUntil - now < leaseMs * LEASE_RENEW_BELOW) {
-      const held = await this.#relayWrites.run(() =>
-        this.#statement('lease').get(relayId, now, now + leaseMs),
-      );
+      const held = await this.#writeGet('lease', [relayId, now, now + leaseMs]);
       if (held === undefined) return [];
       if (this.#inFlightRelay !== relayId) {
         // The lease changed hands within this store: what the previous relay had in flight is this
@@ -549,15 +622,13 @@ export class SqliteOutboxStore implements OutboxStore {
       }
     }
     try {
-      await this.#relayWrites.run(() => {
-        // The lease fences both. The seqs are distinct, so as many as the range is wide fill it.
-        if (seqs.size > 0 && highest - lowest + 1 === seqs.size) {
-          this.#statement('markPublishedBySeqRange').run(now, relayId, lowest, highest);
-        } else if (seqs.size > 0) {
-          this.#statement('markPublishedBySeq').run(now, relayId, JSON.stringify([...seqs]));
-        }
-        if (unknown.length > 0) this.#statement('markPublished').run(now, relayId, JSON.stringify(unknown));
-      });
+      // The lease fences both. The seqs are distinct, so as many as the range is wide fill it.
+      if (seqs.size > 0 && highest - lowest + 1 === seqs.size) {
+        await this.#write('markPublishedBySeqRange', [now, relayId, lowest, highest]);
+      } else if (seqs.size > 0) {
+        await this.#write('markPublishedBySeq', [now, relayId, JSON.stringify([...seqs])]);
+      }
+      if (unknown.length > 0) await this.#write('markPublished', [now, relayId, JSON.stringify(unknown)]);
     } finally {
       // Taken off the events in flight only once written (or failed): while the write waits for
       // the lock, a claim beside it must not take these events again.
@@ -569,11 +640,9 @@ export class SqliteOutboxStore implements OutboxStore {
     checkRelayId(relayId);
     const seq = this.#seqInFlight(relayId, id);
     try {
-      await this.#relayWrites.run(() =>
-        seq === undefined
-          ? this.#statement('release').run(String(error), retryAt, id, relayId)
-          : this.#statement('releaseBySeq').run(String(error), retryAt, seq, relayId),
-      );
+      await (seq === undefined
+        ? this.#write('release', [String(error), retryAt, id, relayId])
+        : this.#write('releaseBySeq', [String(error), retryAt, seq, relayId]));
     } finally {
       this.#settle(relayId, id);
     }
@@ -592,7 +661,7 @@ export class SqliteOutboxStore implements OutboxStore {
    */
   async relinquish(relayId: string): Promise<void> {
     checkRelayId(relayId);
-    await this.#relayWrites.run(() => this.#statement('relinquish').run(relayId));
+    await this.#write('relinquish', [relayId]);
     if (relayId === this.#inFlightRelay) {
       this.#inFlight.clear();
       this.#inFlightRelay = undefined;
@@ -647,7 +716,39 @@ export class SqliteOutboxStore implements OutboxStore {
   async prunePublished(before: number, limit: number): Promise<number> {
     checkPrune(before, limit);
     if (limit === 0) return 0;
-    return Number((await this.#relayWrites.run(() => this.#statement('prune').run(before, limit))).changes);
+    return this.#write('prune', [before, limit]);
+  }
+
+  /**
+   * Ends the write thread of `writeThread`, once its writes are answered; later relay writes fail.
+   * Without one it does nothing. The handle stays open: it is yours.
+   *
+   * @example
+   * await relay.stop();
+   * await outbox.close();
+   */
+  async close(): Promise<void> {
+    await this.#writeThread?.close();
+  }
+
+  /**
+   * Runs one of the relay's writes, on the write thread or on `db`, and resolves with the rows it
+   * changed. On `db` it waits for another connection's lock on timers; either way it fails with
+   * `SQLITE_BUSY` once `db`'s busy timeout has passed.
+   */
+  async #write(name: WriteName, params: SqliteValue[]): Promise<number> {
+    const thread = this.#writeThread;
+    if (thread !== undefined) return thread.run(this.#sql[name], params, this.#relayWrites.busyTimeoutMs());
+    const statement = this.#statement(name);
+    return Number((await this.#relayWrites.run(() => statement.run(...params))).changes);
+  }
+
+  /** {@link #write} for a write with `RETURNING`: resolves with its first row, or `undefined`. */
+  #writeGet(name: WriteName, params: SqliteValue[]): Promise<unknown> {
+    const thread = this.#writeThread;
+    if (thread !== undefined) return thread.get(this.#sql[name], params, this.#relayWrites.busyTimeoutMs());
+    const statement = this.#statement(name);
+    return this.#relayWrites.run(() => statement.get(...params));
   }
 
   async gauges(): Promise<OutboxGauges> {

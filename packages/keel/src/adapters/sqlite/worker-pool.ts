@@ -25,12 +25,12 @@ import { checkInteger, checkNumber, checkOneOf } from '../../policy/options.ts';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../../policy/timer-wheel.ts';
 import type {
   SqliteParam,
-  SqliteWorkerErrorData,
   SqliteWorkerInit,
   SqliteWorkerOp,
   SqliteWorkerReady,
   SqliteWorkerReply,
 } from './sqlite-worker.ts';
+import { rebuildError, workerScript } from './worker-script.ts';
 
 export type { SqliteParam } from './sqlite-worker.ts';
 
@@ -152,22 +152,6 @@ const DEFAULTS = Object.freeze({
 
 const PRAGMA_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PRAGMA_VALUE = /^[A-Za-z0-9_.-]+$/;
-
-/** The worker script beside this module: `.ts` when running from source, `.js` when built. */
-function workerScript(): URL {
-  const extension = new URL(import.meta.url).pathname.endsWith('.ts') ? '.ts' : '.js';
-  return new URL(`./sqlite-worker${extension}`, import.meta.url);
-}
-
-/** Rebuilds a SQLite error with the fields `node:sqlite` gives it (`code`, `errcode`, `errstr`). */
-function rebuildError(data: SqliteWorkerErrorData): Error {
-  const error = new Error(data.message);
-  error.name = data.name;
-  if (data.code !== undefined) Object.assign(error, { code: data.code });
-  if (data.errcode !== undefined) Object.assign(error, { errcode: data.errcode });
-  if (data.errstr !== undefined) Object.assign(error, { errstr: data.errstr });
-  return error;
-}
 
 function noop(): void {}
 
@@ -330,7 +314,7 @@ export class SqliteWorkerPool implements SqliteAsyncQueryable {
   readonly name: string;
   readonly statementTimeoutMs: number;
   readonly timers: TimerWheel;
-  readonly #script = workerScript();
+  readonly #script = workerScript('sqlite-worker', import.meta.url);
   readonly #init: SqliteWorkerInit;
   readonly #connections = new Set<WorkerConnection>();
   #idle: WorkerConnection[] = [];

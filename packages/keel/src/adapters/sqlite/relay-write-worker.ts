@@ -1,0 +1,112 @@
+/**
+ * The thread behind `sqliteOutbox({ writeThread: true })`: it opens its own `node:sqlite` connection
+ * on the outbox's file and runs the relay's writes (its lease, marks, releases, relinquish and
+ * prunes) one at a time. Each write waits here for another connection's write lock, polling every
+ * {@link PAUSE_MS} rather than in SQLite's busy handler, whose sleeps grow to 100 ms: a writer that
+ * commits back to back leaves the lock free only between its transactions, and a long sleep would
+ * miss every one of those gaps. Waiting blocks this thread only, never the service's.
+ *
+ * The file has no imports but Node's own modules, so it loads as TypeScript source (type stripping)
+ * and as compiled JavaScript alike.
+ *
+ * @module
+ */
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { parentPort, workerData } from 'node:worker_threads';
+
+/** A value bound to a statement parameter. */
+export type RelayWriteParam = string | number | bigint | null;
+
+/** What the store hands the thread at start. */
+export interface RelayWriteInit {
+  readonly path: string;
+  /** Pragmas run once after opening, such as the store's handle's `synchronous`. */
+  readonly setup: readonly string[];
+}
+
+/** One write: `get` answers the first row (a write with `RETURNING`), `run` the changed-row count. */
+export interface RelayWriteRequest {
+  readonly id: number;
+  readonly op: 'run' | 'get';
+  readonly sql: string;
+  readonly params: readonly RelayWriteParam[];
+  /** How long the write may wait for the lock before it fails with `SQLITE_BUSY`. */
+  readonly waitMs: number;
+}
+
+/** A SQLite error, flattened: structured clone would drop `code`, `errcode` and `errstr`. */
+export interface RelayWriteErrorData {
+  readonly name: string;
+  readonly message: string;
+  readonly code?: unknown;
+  readonly errcode?: unknown;
+  readonly errstr?: unknown;
+}
+
+/** The thread's answer to one request. */
+export type RelayWriteReply = { readonly id: number } & (
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: RelayWriteErrorData }
+);
+
+/**
+ * The pause between two tries for the lock. A write takes it within a quarter of a millisecond of
+ * its release, where a timer on an event loop could not wait less than about one.
+ */
+const PAUSE_MS = 0.25;
+
+function flatten(error: unknown): RelayWriteErrorData {
+  if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
+  const { code, errcode, errstr } = error as { code?: unknown; errcode?: unknown; errstr?: unknown };
+  return { name: error.name, message: error.message, code, errcode, errstr };
+}
+
+/** SQLITE_BUSY and SQLITE_LOCKED, with any extended code. */
+function isBusy(error: unknown): boolean {
+  const code = (error as { errcode?: unknown } | null)?.errcode;
+  return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6);
+}
+
+function serve(port: NonNullable<typeof parentPort>, init: RelayWriteInit): void {
+  const db = new DatabaseSync(init.path);
+  // Never sleep in SQLite's busy handler: the loop below waits for the lock instead.
+  db.exec('PRAGMA busy_timeout = 0');
+  for (const statement of init.setup) db.exec(statement);
+  const statements = new Map<string, StatementSync>();
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+
+  const write = (request: RelayWriteRequest): unknown => {
+    let statement = statements.get(request.sql);
+    if (statement === undefined) {
+      statement = db.prepare(request.sql);
+      statements.set(request.sql, statement);
+    }
+    const params = request.params as RelayWriteParam[];
+    const giveUpAt = performance.now() + request.waitMs;
+    for (;;) {
+      try {
+        return request.op === 'get' ? statement.get(...params) : statement.run(...params).changes;
+      } catch (error) {
+        if (!isBusy(error) || performance.now() >= giveUpAt) throw error;
+        Atomics.wait(pause, 0, 0, PAUSE_MS);
+      }
+    }
+  };
+
+  port.on('message', (request: RelayWriteRequest | 'close') => {
+    if (request === 'close') {
+      db.close();
+      port.close();
+      return;
+    }
+    let reply: RelayWriteReply;
+    try {
+      reply = { id: request.id, ok: true, value: write(request) };
+    } catch (error) {
+      reply = { id: request.id, ok: false, error: flatten(error) };
+    }
+    port.postMessage(reply);
+  });
+}
+
+if (parentPort !== null) serve(parentPort, workerData as RelayWriteInit);
