@@ -34,6 +34,11 @@
  * short of the asked rate, so the lag it measured was not the lag at that rate. The README quotes
  * the default.
  *
+ * The SQLite store runs the relay's writes on its write thread (`writeThread: true`), as a service
+ * on a file in WAL mode would: marking a batch rewrites each of its rows, and on the relay's thread
+ * that time came before the next batch instead of beside it. `BENCH_SQLITE_WRITES=main` runs them on
+ * the relay's thread.
+ *
  * The producer groups the appends of concurrent requests into shared transactions, as a service
  * under load does with group commit: on SQLite the writes queued in one event-loop turn commit
  * together (`GroupCommit`, as the sqlite idempotency store does), on Postgres the appends of one
@@ -131,7 +136,7 @@ async function sqliteSetup(): Promise<Setup> {
   const path = join(dir, 'outbox.db');
   const db = new DatabaseSync(path, { timeout: 5_000 });
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL');
-  const store = sqliteOutbox({ db });
+  const store = sqliteOutbox({ db, writeThread: process.env.BENCH_SQLITE_WRITES !== 'main' });
   // The producer writes on its own connection, as a service's request handlers would, and the
   // relay claims on the store's: they share only the file and its write lock. With
   // `BENCH_SQLITE_PRODUCER=thread` the lag phase's producer runs on a thread of its own (see
@@ -196,6 +201,7 @@ async function sqliteSetup(): Promise<Setup> {
     },
     async close() {
       await producer?.terminate();
+      await store.close();
       producerDb.close();
       db.close();
       rmSync(dir, { recursive: true, force: true });
