@@ -14,6 +14,11 @@ import { GroupCommit } from '../src/adapters/sqlite/group-commit.ts';
 export interface GroupedAppends {
   /** Appends `event` in this turn's group; resolves once the group committed. */
   append(event: NewOutboxEvent): Promise<void>;
+  /**
+   * Appends `events` with one call of the store's `append` in this turn's group, as a request that
+   * appends several events does; resolves once the group committed.
+   */
+  appendAll(events: readonly NewOutboxEvent[]): Promise<void>;
   /** Groups (transactions) committed or under way so far. */
   readonly transactions: number;
 }
@@ -28,23 +33,25 @@ export function groupedSqliteAppends(db: DatabaseSync, store: SqliteOutboxStore)
   const groupCommit = new GroupCommit(db);
   let transactions = 0;
   let counted = false;
+  const inGroup = (events: NewOutboxEvent | readonly NewOutboxEvent[]) =>
+    groupCommit
+      .run(() => {
+        // The writes of one group run back to back, with no microtask in between: the first one
+        // counts the group's transaction.
+        if (!counted) {
+          counted = true;
+          transactions++;
+          queueMicrotask(() => {
+            counted = false;
+          });
+        }
+        // `append` writes synchronously on a sqlite handle; its promise carries the outcome.
+        return store.append(db, events);
+      })
+      .then(() => undefined);
   return {
-    append: (event) =>
-      groupCommit
-        .run(() => {
-          // The writes of one group run back to back, with no microtask in between: the first one
-          // counts the group's transaction.
-          if (!counted) {
-            counted = true;
-            transactions++;
-            queueMicrotask(() => {
-              counted = false;
-            });
-          }
-          // `append` writes synchronously on a sqlite handle; its promise carries the outcome.
-          return store.append(db, event);
-        })
-        .then(() => undefined),
+    append: inGroup,
+    appendAll: inGroup,
     get transactions() {
       return transactions;
     },

@@ -39,15 +39,18 @@
  * that time came before the next batch instead of beside it. `BENCH_SQLITE_WRITES=main` runs them on
  * the relay's thread.
  *
- * The producer groups the appends of concurrent requests into shared transactions, as a service
- * under load does with group commit: on SQLite the writes queued in one event-loop turn commit
- * together (`GroupCommit`, as the sqlite idempotency store does), on Postgres the appends of one
- * turn share one transaction while at most `PRODUCER_CONNECTIONS` are in flight (`StatementBatch`,
- * as the Postgres idempotency store batches its writes). One-event transactions cannot reach half
- * the relay's rate: SQLite has one writer, and on Postgres every commit that sends a `NOTIFY` holds
- * a database-wide lock until its WAL flush, so such commits run one after another. Grouping changes
- * when events commit, not what the relay does with them: lag is still counted per event from its own
- * append. Transactions/s and events per transaction are reported too.
+ * The producer groups appends into shared transactions, as a service under load does with group
+ * commit, at most 256 events to one: on SQLite's producer thread what each tick owes goes in groups
+ * with one `append` call each, one transaction at a time (`sqlite-producer-worker.ts` says why),
+ * and on the relay's thread (`BENCH_SQLITE_PRODUCER=main`) the writes queued in one event-loop turn
+ * commit together (`GroupCommit`, as the sqlite idempotency store does); on Postgres the appends of
+ * one turn share one transaction while at most `PRODUCER_CONNECTIONS` are in flight
+ * (`StatementBatch`, as the Postgres idempotency store batches its writes). One-event
+ * transactions cannot reach half the relay's rate: SQLite has one writer, and on Postgres every
+ * commit that sends a `NOTIFY` holds a database-wide lock until its WAL flush, so such commits run
+ * one after another. Grouping changes when events commit, not what the relay does with them: lag is
+ * still counted per event from its own append. Transactions/s and events per transaction are
+ * reported too.
  *
  * Setups: sqlite (`node:sqlite`, WAL) → in-process transport, always; PostgreSQL → NATS JetStream
  * when DATABASE_URL and NATS_URL are set; the relay has its own pool. `BENCH_SETUP=sqlite` or
