@@ -158,19 +158,18 @@ DROP INDEX IF EXISTS "${table}_published_idx";
 `;
 }
 
-type StatementName =
+/** The relay's write statements. */
+type WriteName =
   | 'lease'
-  | 'claim'
-  | 'claimListed'
   | 'relinquish'
   | 'markPublished'
   | 'markPublishedBySeq'
   | 'markPublishedBySeqRange'
   | 'release'
   | 'releaseBySeq'
-  | 'requeue'
-  | 'prune'
-  | 'gauges';
+  | 'prune';
+
+type StatementName = WriteName | 'claim' | 'claimListed' | 'requeue' | 'gauges';
 
 /** The switches of the drivers' statements that return rows as arrays instead of objects. */
 interface ArrayRowSwitches {
@@ -209,17 +208,6 @@ function transactionOpen(handle: object): boolean | undefined {
   }
   return undefined;
 }
-
-/** The relay's write statements. */
-type WriteName =
-  | 'lease'
-  | 'relinquish'
-  | 'markPublished'
-  | 'markPublishedBySeq'
-  | 'markPublishedBySeqRange'
-  | 'release'
-  | 'releaseBySeq'
-  | 'prune';
 
 /** The file a handle has open: `node:sqlite`'s `location()`, better-sqlite3's `name`; null in memory. */
 function fileOf(db: SqliteDatabase): string | null {

@@ -17,7 +17,8 @@ import type {
   RelayWriteReply,
   RelayWriteRequest,
 } from './relay-write-worker.ts';
-import { rebuildError, workerScript } from './worker-script.ts';
+import { rebuildError } from './worker-errors.ts';
+import { workerScript } from './worker-script.ts';
 
 /** A write sent and not answered yet. */
 interface PendingWrite {

@@ -6,13 +6,14 @@
  * commits back to back leaves the lock free only between its transactions, and a long sleep would
  * miss every one of those gaps. Waiting blocks this thread only, never the service's.
  *
- * The file has no imports but Node's own modules, so it loads as TypeScript source (type stripping)
- * and as compiled JavaScript alike.
+ * It imports only Node's own modules and `worker-errors.ts`, which imports nothing, so it loads as
+ * TypeScript source (type stripping) and as compiled JavaScript alike.
  *
  * @module
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { parentPort, workerData } from 'node:worker_threads';
+import { flattenError, isBusyError, type WorkerErrorData } from './worker-errors.ts';
 
 /** A value bound to a statement parameter. */
 export type RelayWriteParam = string | number | bigint | null;
@@ -34,19 +35,10 @@ export interface RelayWriteRequest {
   readonly waitMs: number;
 }
 
-/** A SQLite error, flattened: structured clone would drop `code`, `errcode` and `errstr`. */
-export interface RelayWriteErrorData {
-  readonly name: string;
-  readonly message: string;
-  readonly code?: unknown;
-  readonly errcode?: unknown;
-  readonly errstr?: unknown;
-}
-
 /** The thread's answer to one request. */
 export type RelayWriteReply = { readonly id: number } & (
   | { readonly ok: true; readonly value: unknown }
-  | { readonly ok: false; readonly error: RelayWriteErrorData }
+  | { readonly ok: false; readonly error: WorkerErrorData }
 );
 
 /**
@@ -54,18 +46,6 @@ export type RelayWriteReply = { readonly id: number } & (
  * its release, where a timer on an event loop could not wait less than about one.
  */
 const PAUSE_MS = 0.25;
-
-function flatten(error: unknown): RelayWriteErrorData {
-  if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
-  const { code, errcode, errstr } = error as { code?: unknown; errcode?: unknown; errstr?: unknown };
-  return { name: error.name, message: error.message, code, errcode, errstr };
-}
-
-/** SQLITE_BUSY and SQLITE_LOCKED, with any extended code. */
-function isBusy(error: unknown): boolean {
-  const code = (error as { errcode?: unknown } | null)?.errcode;
-  return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6);
-}
 
 function serve(port: NonNullable<typeof parentPort>, init: RelayWriteInit): void {
   const db = new DatabaseSync(init.path);
@@ -87,7 +67,7 @@ function serve(port: NonNullable<typeof parentPort>, init: RelayWriteInit): void
       try {
         return request.op === 'get' ? statement.get(...params) : statement.run(...params).changes;
       } catch (error) {
-        if (!isBusy(error) || performance.now() >= giveUpAt) throw error;
+        if (!isBusyError(error) || performance.now() >= giveUpAt) throw error;
         Atomics.wait(pause, 0, 0, PAUSE_MS);
       }
     }
@@ -103,7 +83,7 @@ function serve(port: NonNullable<typeof parentPort>, init: RelayWriteInit): void
     try {
       reply = { id: request.id, ok: true, value: write(request) };
     } catch (error) {
-      reply = { id: request.id, ok: false, error: flatten(error) };
+      reply = { id: request.id, ok: false, error: flattenError(error) };
     }
     port.postMessage(reply);
   });

@@ -3,13 +3,14 @@
  * `DatabaseSync` on the pool's file and answers statements one at a time. Statements run here,
  * synchronously, so a heavy report blocks this thread and never the service's event loop.
  *
- * The file has no imports but Node's own modules, so it loads as TypeScript source (type stripping)
- * and as compiled JavaScript alike.
+ * It imports only Node's own modules and `worker-errors.ts`, which imports nothing, so it loads as
+ * TypeScript source (type stripping) and as compiled JavaScript alike.
  *
  * @module
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { parentPort, workerData } from 'node:worker_threads';
+import { flattenError, isBusyError, type WorkerErrorData } from './worker-errors.ts';
 
 /** A value bound to a statement parameter. */
 export type SqliteParam = string | number | bigint | null | Uint8Array;
@@ -35,13 +36,7 @@ export interface SqliteWorkerRequest {
 }
 
 /** A SQLite error, flattened: structured clone would drop `code`, `errcode` and `errstr`. */
-export interface SqliteWorkerErrorData {
-  readonly name: string;
-  readonly message: string;
-  readonly code?: unknown;
-  readonly errcode?: unknown;
-  readonly errstr?: unknown;
-}
+export type SqliteWorkerErrorData = WorkerErrorData;
 
 /**
  * The worker's answer to one request. `inTransaction` says whether the connection is left inside a
@@ -63,18 +58,6 @@ export interface SqliteWorkerReady {
 /** Prepared statements kept per connection; the oldest is dropped beyond this. */
 const STATEMENT_CACHE_SIZE = 128;
 
-function flatten(error: unknown): SqliteWorkerErrorData {
-  if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
-  const { code, errcode, errstr } = error as { code?: unknown; errcode?: unknown; errstr?: unknown };
-  return { name: error.name, message: error.message, code, errcode, errstr };
-}
-
-/** SQLITE_BUSY and SQLITE_LOCKED, with any extended code. */
-function isBusy(error: unknown): boolean {
-  const code = (error as { errcode?: unknown } | null)?.errcode;
-  return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6);
-}
-
 /**
  * Runs a setup statement, retrying while the file is locked. Switching a new file to WAL takes a
  * lock that SQLite does not wait for through `busy_timeout` when several connections open the
@@ -88,7 +71,7 @@ function execPatiently(db: DatabaseSync, sql: string, patienceMs: number): void 
       db.exec(sql);
       return;
     } catch (error) {
-      if (!isBusy(error) || Date.now() >= until) throw error;
+      if (!isBusyError(error) || Date.now() >= until) throw error;
       Atomics.wait(pause, 0, 0, 5);
     }
   }
@@ -107,7 +90,7 @@ function serve(port: NonNullable<typeof parentPort>, init: SqliteWorkerInit): vo
     }
     db = opened;
   } catch (error) {
-    openError = flatten(error);
+    openError = flattenError(error);
   }
   const statements = new Map<string, StatementSync>();
 
@@ -168,7 +151,7 @@ function serve(port: NonNullable<typeof parentPort>, init: SqliteWorkerInit): vo
         const value = run(open, request);
         reply = { id: request.id, inTransaction: inTransaction(), ok: true, value };
       } catch (error) {
-        reply = { id: request.id, inTransaction: inTransaction(), ok: false, error: flatten(error) };
+        reply = { id: request.id, inTransaction: inTransaction(), ok: false, error: flattenError(error) };
       }
     }
     port.postMessage(reply);

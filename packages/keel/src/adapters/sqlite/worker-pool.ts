@@ -30,7 +30,8 @@ import type {
   SqliteWorkerReady,
   SqliteWorkerReply,
 } from './sqlite-worker.ts';
-import { rebuildError, workerScript } from './worker-script.ts';
+import { rebuildError } from './worker-errors.ts';
+import { workerScript } from './worker-script.ts';
 
 export type { SqliteParam } from './sqlite-worker.ts';
 
