@@ -1,4 +1,4 @@
-import { mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -298,13 +298,16 @@ describe('sqlite outbox specifics', () => {
       await close();
     });
 
-    it('fails at once on a handle without a busy timeout, as SQLite would', async () => {
-      const { store, claimed, close } = await lockedFile(0);
-      await expect(store.release('r1', claimed[0]?.id as string, 'boom', 0)).rejects.toMatchObject({
-        errcode: 5,
+    // The write thread refuses a handle without a busy timeout (see its own tests).
+    if (!writeThread) {
+      it('fails at once on a handle without a busy timeout, as SQLite would', async () => {
+        const { store, claimed, close } = await lockedFile(0);
+        await expect(store.release('r1', claimed[0]?.id as string, 'boom', 0)).rejects.toMatchObject({
+          errcode: 5,
+        });
+        await close();
       });
-      await close();
-    });
+    }
   });
 
   it('validates its options', () => {
@@ -334,7 +337,7 @@ describe('sqlite outbox specifics', () => {
       return { dir, db, store };
     }
 
-    it('refuses a handle the thread cannot share: in memory, not in WAL mode, or a flag that is not a boolean', () => {
+    it('refuses a handle the thread cannot share: in memory, not in WAL mode, exclusive, without a busy timeout, of another driver, or a flag that is not a boolean', () => {
       const memory = new DatabaseSync(':memory:');
       expect(() => sqliteOutbox({ db: memory, writeThread: true })).toThrow(
         expect.objectContaining({
@@ -349,8 +352,87 @@ describe('sqlite outbox specifics', () => {
       expect(() => sqliteOutbox({ db: memory, writeThread: 'yes' as unknown as boolean })).toThrow(
         /writeThread.*boolean/,
       );
-      memory.close();
-      rollbackJournal.close();
+      const path = join(scratch, `refused-${files++}.db`);
+      const impatient = new DatabaseSync(path);
+      impatient.exec('PRAGMA journal_mode = WAL');
+      expect(() => sqliteOutbox({ db: impatient, writeThread: true })).toThrow(/writeThread.*busy timeout/);
+      const exclusive = new DatabaseSync(path, { timeout: 1_000 });
+      exclusive.exec('PRAGMA locking_mode = EXCLUSIVE');
+      expect(() => sqliteOutbox({ db: exclusive, writeThread: true })).toThrow(
+        /writeThread.*locking_mode normal, got exclusive/,
+      );
+      // A handle that cannot say which file it has open, as better-sqlite3's, whose copy of SQLite
+      // would not see the thread's locks.
+      const patient = new DatabaseSync(path, { timeout: 1_000 });
+      const otherDriver = new Proxy(patient, {
+        get: (target, property) => {
+          if (property === 'location') return undefined;
+          const value = Reflect.get(target, property, target);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      expect(() => sqliteOutbox({ db: otherDriver, writeThread: true })).toThrow(/writeThread.*node:sqlite/);
+      for (const handle of [memory, rollbackJournal, impatient, exclusive, patient]) handle.close();
+    });
+
+    it('never creates the file, and refuses one without the outbox’s tables', async () => {
+      const { dir, db, store } = await claimedOnFile(1);
+      const path = join(dir, 'outbox.db');
+      const aside = join(dir, 'aside.db');
+      renameSync(path, aside);
+      const missing = await store.claim('r1', 10, 60_000).catch((error: unknown) => error);
+      expect(missing).toBeInstanceOf(OutboxWriteThreadError);
+      expect(existsSync(path)).toBe(false);
+      renameSync(aside, path);
+      // A file without the lease table is not the outbox's: the thread writes nothing there.
+      db.exec(`DROP TABLE "${store.table}_lease"`);
+      const other = await store.claim('r1', 10, 60_000).catch((error: unknown) => error);
+      expect(other).toBeInstanceOf(OutboxWriteThreadError);
+      expect(String((other as Error).cause)).toMatch(/no table "keel_outbox_lease"/);
+      store.ensureSchema();
+      expect(await store.claim('r1', 10, 60_000)).toHaveLength(1);
+      await store.close();
+      db.close();
+    });
+
+    it('closes once a thread lost with a write under way has failed that write', async () => {
+      const { dir, db, store } = await claimedOnFile(1);
+      const renamed = `${dir}-moved`;
+      renameSync(dir, renamed);
+      const claiming = store.claim('r1', 10, 60_000).catch((error: unknown) => error);
+      const closing = store.close();
+      expect(await claiming).toBeInstanceOf(OutboxWriteThreadError);
+      await closing;
+      // Every later call returns the same settled close, and writes fail.
+      await store.close();
+      await expect(store.relinquish('r1')).rejects.toBeInstanceOf(OutboxWriteThreadError);
+      renameSync(renamed, dir);
+      db.close();
+    });
+
+    it('lets the application write on its handle beside the relay, with BEGIN IMMEDIATE and the busy timeout', async () => {
+      const { db, store } = await claimedOnFile(0);
+      db.exec('CREATE TABLE business (id INTEGER PRIMARY KEY)');
+      const transport = inProcessTransport({ confirm: 'accepted' });
+      const relay = outboxRelay({ store, transport, batchSize: 20, pollIntervalMs: 5 });
+      relay.start();
+      let committed = 0;
+      for (let n = 0; n < 200; n++) {
+        db.exec('BEGIN IMMEDIATE');
+        db.prepare('INSERT INTO business (id) VALUES (?)').run(n);
+        await store.append(db, { type: 't', aggregateType: 'a', aggregateId: `${n % 7}`, payload: n });
+        db.exec('COMMIT');
+        committed++;
+        // A turn of the event loop between requests, so the relay's marks commit among them.
+        if (n % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+      while ((await store.gauges()).unpublished > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      await relay.stop();
+      await transport.close();
+      expect(committed).toBe(200);
+      expect((await store.find({ published: true, limit: 1_000 })).length).toBe(200);
+      await store.close();
+      db.close();
     });
 
     it('fails the writes of a thread that cannot open the file, and starts a new one for the next write', async () => {

@@ -74,10 +74,18 @@ export interface SqliteOutboxOptions {
    * service's thread that is time no request runs, and on a thread of its own it runs beside the
    * relay's next batch. The thread waits for another connection's write lock by polling every
    * quarter of a millisecond, where the event loop's timers could not wait less than one, so a
-   * writer that commits back to back does not keep the marks out. `db` must be a file in WAL mode
-   * (the constructor checks); the thread takes `db`'s `synchronous` setting and waits for the lock
-   * for as long as `db`'s busy timeout. Claims, finds and gauges still read on `db`. Call
-   * {@link SqliteOutboxStore.close} to end the thread; an idle thread does not hold the process open.
+   * writer that commits back to back does not keep the marks out.
+   *
+   * The thread is a second writer on the file, with what that asks of your transactions on `db`, as
+   * with any other connection: begin those that write with `BEGIN IMMEDIATE` (a deferred one that
+   * reads first fails with `SQLITE_BUSY_SNAPSHOT` when a mark commits in between), and expect a write
+   * to wait for a mark now and then (about a millisecond for 500 events). The constructor checks that
+   * `db` is a `node:sqlite` handle (the thread opens the file with `node:sqlite`, and two copies of
+   * SQLite in one process do not see each other's locks) on a file in WAL mode, in normal locking
+   * mode, with a busy timeout. The thread takes `db`'s `synchronous` setting, waits for the lock for
+   * as long as `db`'s busy timeout, and never creates the file. Claims, finds and gauges still read
+   * on `db`. After `relay.stop()`, call {@link SqliteOutboxStore.close} to end the thread; an idle
+   * thread does not hold the process open.
    * @default false
    */
   writeThread?: boolean;
@@ -209,14 +217,6 @@ function transactionOpen(handle: object): boolean | undefined {
   return undefined;
 }
 
-/** The file a handle has open: `node:sqlite`'s `location()`, better-sqlite3's `name`; null in memory. */
-function fileOf(db: SqliteDatabase): string | null {
-  const handle = db as { location?: () => string | null; name?: unknown; memory?: unknown };
-  const path =
-    typeof handle.location === 'function' ? handle.location() : handle.memory === true ? null : handle.name;
-  return typeof path === 'string' && path !== '' && path !== ':memory:' ? path : null;
-}
-
 /** The one value a `PRAGMA` read returns. */
 function pragmaValue(db: SqliteDatabase, pragma: string): unknown {
   const row = db.prepare(`PRAGMA ${pragma}`).get() as Record<string, unknown> | undefined;
@@ -224,12 +224,23 @@ function pragmaValue(db: SqliteDatabase, pragma: string): unknown {
 }
 
 /**
- * The write thread for `db`, checked: a file (the thread opens it again) in WAL mode (in any other
- * mode the thread's writes would lock `db`'s reads out), with `db`'s `synchronous` carried over.
+ * The write thread for `db`, checked. The thread opens the file again with `node:sqlite`, so `db`
+ * must be a `node:sqlite` handle on a file: another driver carries its own copy of SQLite, and two
+ * copies in one process do not see each other's locks, so their writes could overwrite each other.
+ * The file must be in WAL mode (in any other mode the thread's writes would lock `db`'s reads out)
+ * and in normal locking mode (an exclusive one keeps the thread out). `db` needs a busy timeout:
+ * the thread is a second writer, and without one a write on `db` that meets a mark fails at once.
  */
-function writeThreadFor(db: SqliteDatabase): RelayWriteThread {
-  const path = fileOf(db);
-  if (path === null) {
+function writeThreadFor(db: SqliteDatabase, table: string): RelayWriteThread {
+  const location = (db as { location?: () => string | null }).location;
+  if (typeof location !== 'function') {
+    throw new InvalidOptionError(
+      'writeThread',
+      "needs a node:sqlite DatabaseSync (Node 24 or later): the thread opens the file with node:sqlite, and another driver's copy of SQLite would not see its locks",
+    );
+  }
+  const path = location.call(db);
+  if (typeof path !== 'string' || path === '') {
     throw new InvalidOptionError(
       'writeThread',
       'needs db to be a database file the thread can open, not in memory',
@@ -242,10 +253,21 @@ function writeThreadFor(db: SqliteDatabase): RelayWriteThread {
       `needs the file in WAL mode (run PRAGMA journal_mode = WAL on db first), got journal_mode ${mode}`,
     );
   }
+  const locking = String(pragmaValue(db, 'locking_mode')).toLowerCase();
+  if (locking !== 'normal') {
+    throw new InvalidOptionError('writeThread', `needs locking_mode normal, got ${locking}`);
+  }
+  if (!(Number(pragmaValue(db, 'busy_timeout')) > 0)) {
+    throw new InvalidOptionError(
+      'writeThread',
+      'needs db to have a busy timeout (the DatabaseSync timeout option, or PRAGMA busy_timeout): the thread is a second writer on the file',
+    );
+  }
   const synchronous = Number(pragmaValue(db, 'synchronous'));
   return new RelayWriteThread({
     path,
     setup: Number.isInteger(synchronous) ? [`PRAGMA synchronous = ${synchronous}`] : [],
+    table: `${table}_lease`,
   });
 }
 
@@ -339,7 +361,7 @@ export class SqliteOutboxStore implements OutboxStore {
     if (options.writeThread !== undefined && typeof options.writeThread !== 'boolean') {
       throw new InvalidOptionError('writeThread', `must be a boolean, got ${String(options.writeThread)}`);
     }
-    this.#writeThread = options.writeThread === true ? writeThreadFor(this.db) : undefined;
+    this.#writeThread = options.writeThread === true ? writeThreadFor(this.db, this.table) : undefined;
     const t = `"${this.table}"`;
     const lease = `"${this.table}_lease"`;
     // Every write of the relay's goes through only while its relay holds the lease.

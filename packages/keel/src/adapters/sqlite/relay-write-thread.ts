@@ -38,10 +38,11 @@ export class RelayWriteThread {
   #worker: Worker | undefined;
   readonly #pending = new Map<number, PendingWrite>();
   #nextId = 1;
-  #closed = false;
+  /** Set by the first `close()`, which every later one returns. */
+  #closing: Promise<void> | undefined;
 
   constructor(init: RelayWriteInit) {
-    this.#init = Object.freeze({ path: init.path, setup: Object.freeze([...init.setup]) });
+    this.#init = Object.freeze({ path: init.path, setup: Object.freeze([...init.setup]), table: init.table });
   }
 
   /** Runs a write and resolves with the number of rows it changed. */
@@ -55,11 +56,16 @@ export class RelayWriteThread {
   }
 
   /** Ends the thread once its writes are answered. Later writes fail. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     const worker = this.#worker;
     if (worker === undefined) return;
+    // Listened for before anything is awaited: a thread lost meanwhile has exited by then.
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     if (this.#pending.size > 0) {
       await new Promise<void>((resolve) => {
         const check = () => {
@@ -73,10 +79,11 @@ export class RelayWriteThread {
         worker.on('exit', check);
       });
     }
-    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-    // Held open until the thread has closed its connection and exited.
-    worker.ref();
-    worker.postMessage('close');
+    if (this.#worker === worker) {
+      // Held open until the thread has closed its connection and exited.
+      worker.ref();
+      worker.postMessage('close');
+    }
     await exited;
   }
 
@@ -86,7 +93,7 @@ export class RelayWriteThread {
     params: readonly RelayWriteParam[],
     waitMs: number,
   ): Promise<unknown> {
-    if (this.#closed) return Promise.reject(new OutboxWriteThreadError('was closed'));
+    if (this.#closing !== undefined) return Promise.reject(new OutboxWriteThreadError('was closed'));
     const worker = this.#worker ?? this.#start();
     const id = this.#nextId++;
     const answered = new Promise<unknown>((resolve, reject) => this.#pending.set(id, { resolve, reject }));

@@ -12,6 +12,7 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
 import { flattenError, isBusyError, type WorkerErrorData } from './worker-errors.ts';
 
@@ -23,6 +24,11 @@ export interface RelayWriteInit {
   readonly path: string;
   /** Pragmas run once after opening, such as the store's handle's `synchronous`. */
   readonly setup: readonly string[];
+  /**
+   * A table the file must hold (the outbox's lease): a file that lacks it is not the outbox's, as
+   * when the outbox's was moved away and another put in its place.
+   */
+  readonly table: string;
 }
 
 /** One write: `get` answers the first row (a write with `RETURNING`), `run` the changed-row count. */
@@ -47,8 +53,24 @@ export type RelayWriteReply = { readonly id: number } & (
  */
 const PAUSE_MS = 0.25;
 
+/** Opens the outbox's file for reading and writing, never creating it: a missing file is an error. */
+function openExisting(init: RelayWriteInit): DatabaseSync {
+  const file = pathToFileURL(init.path);
+  file.searchParams.set('mode', 'rw');
+  const db = new DatabaseSync(file);
+  try {
+    const found = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(init.table);
+    if (found === undefined)
+      throw new Error(`${init.path} has no table "${init.table}": it is not the outbox's file`);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+  return db;
+}
+
 function serve(port: NonNullable<typeof parentPort>, init: RelayWriteInit): void {
-  const db = new DatabaseSync(init.path);
+  const db = openExisting(init);
   // Never sleep in SQLite's busy handler: the loop below waits for the lock instead.
   db.exec('PRAGMA busy_timeout = 0');
   for (const statement of init.setup) db.exec(statement);
