@@ -2,21 +2,27 @@ import { DatabaseSync } from 'node:sqlite';
 import { InvalidOptionError } from 'keel';
 import { SqliteInboxStore, sqliteInbox, sqliteInboxDdl } from 'keel/sqlite';
 import { describe, expect, it } from 'vitest';
+import { anonymousParametersOnly } from '../support/anonymous-parameters-only.ts';
 import { eventFixture, runInboxConformance } from './inbox-conformance.ts';
 
-runInboxConformance<DatabaseSync>('sqlite', async (clock) => {
-  const db = new DatabaseSync(':memory:');
-  db.exec('CREATE TABLE effects (key TEXT NOT NULL)');
-  return {
-    inbox: sqliteInbox({ db, clock }),
-    writeEffect: async (tx, key) => {
-      tx.prepare('INSERT INTO effects (key) VALUES (?)').run(key);
-    },
-    countEffects: async (key) =>
-      Number((db.prepare('SELECT count(*) AS n FROM effects WHERE key = ?').get(key) as { n: number }).n),
-    close: async () => db.close(),
-  };
-});
+for (const [name, driver] of [
+  ['sqlite', (db: DatabaseSync) => db],
+  ['sqlite, parameters bound as better-sqlite3 binds them', anonymousParametersOnly],
+] as const) {
+  runInboxConformance<DatabaseSync>(name, async (clock) => {
+    const db = driver(new DatabaseSync(':memory:'));
+    db.exec('CREATE TABLE effects (key TEXT NOT NULL)');
+    return {
+      inbox: sqliteInbox({ db, clock }),
+      writeEffect: async (tx, key) => {
+        tx.prepare('INSERT INTO effects (key) VALUES (?)').run(key);
+      },
+      countEffects: async (key) =>
+        Number((db.prepare('SELECT count(*) AS n FROM effects WHERE key = ?').get(key) as { n: number }).n),
+      close: async () => db.close(),
+    };
+  });
+}
 
 describe('sqliteInbox', () => {
   it('creates its three tables under the name given, and exports the DDL for migrations', () => {

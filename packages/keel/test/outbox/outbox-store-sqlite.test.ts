@@ -5,6 +5,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { inProcessTransport, OutboxTransactionError, OutboxWriteThreadError, outboxRelay } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
+import { anonymousParametersOnly } from '../support/anonymous-parameters-only.ts';
 import { runFixture } from './fixture-process.ts';
 import { manualClock, type OutboxHarness, outboxStoreConformance } from './outbox-store-conformance.ts';
 
@@ -12,10 +13,15 @@ const scratch = mkdtempSync(join(tmpdir(), 'keel-outbox-store-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 let files = 0;
 
-/** A store on a new file; with `writeThread`, in WAL mode with the relay's writes on their thread. */
-async function harness(writeThread = false): Promise<OutboxHarness> {
-  const db = new DatabaseSync(join(scratch, `outbox-${files++}.db`), { timeout: 5_000 });
-  if (writeThread) db.exec('PRAGMA journal_mode = WAL');
+/**
+ * A store on a new file. `write thread`: in WAL mode, with the relay's writes on their thread;
+ * `anonymous parameters`: on a handle that binds parameters as better-sqlite3 does.
+ */
+async function harness(mode?: 'write thread' | 'anonymous parameters'): Promise<OutboxHarness> {
+  const file = new DatabaseSync(join(scratch, `outbox-${files++}.db`), { timeout: 5_000 });
+  const writeThread = mode === 'write thread';
+  if (writeThread) file.exec('PRAGMA journal_mode = WAL');
+  const db = mode === 'anonymous parameters' ? anonymousParametersOnly(file) : file;
   db.exec('CREATE TABLE business (id TEXT PRIMARY KEY)');
   const clock = manualClock();
   const store = sqliteOutbox({ db, clock, writeThread });
@@ -46,7 +52,10 @@ async function harness(writeThread = false): Promise<OutboxHarness> {
 }
 
 outboxStoreConformance('sqlite', () => harness());
-outboxStoreConformance('sqlite, writes on a thread', () => harness(true));
+outboxStoreConformance('sqlite, writes on a thread', () => harness('write thread'));
+outboxStoreConformance('sqlite, parameters bound as better-sqlite3 binds them', () =>
+  harness('anonymous parameters'),
+);
 
 describe('sqlite outbox specifics', () => {
   it('refuses an append outside a transaction', async () => {

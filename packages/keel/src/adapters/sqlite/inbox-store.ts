@@ -170,7 +170,7 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
       clearAttempts: `DELETE FROM ${attempts} WHERE group_name = ? AND event_id = ?`,
       clearDeadLetter: `DELETE FROM ${dead} WHERE group_name = ? AND event_id = ?`,
       recordFailure: `INSERT INTO ${attempts} (group_name, event_id, attempts, first_failed_at, last_failed_at,
-          last_error, last_error_stack) VALUES (?1, ?2, 1, ?3, ?3, ?4, ?5)
+          last_error, last_error_stack) VALUES (?, ?, 1, ?, ?, ?, ?)
         ON CONFLICT (group_name, event_id) DO UPDATE SET attempts = attempts + 1,
           last_failed_at = excluded.last_failed_at, last_error = excluded.last_error,
           last_error_stack = excluded.last_error_stack
@@ -183,17 +183,19 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
         ON CONFLICT (group_name, event_id) DO UPDATE SET attempts = excluded.attempts,
           first_failed_at = excluded.first_failed_at, last_failed_at = excluded.last_failed_at,
           last_error = excluded.last_error, last_error_stack = excluded.last_error_stack`,
-      deadLetters: `SELECT ${DEAD_LETTER_COLUMNS} FROM ${dead} WHERE group_name = ?1
-        AND (?2 IS NULL OR event_id IN (SELECT value FROM json_each(?2)))
-        AND (?3 IS NULL OR type = ?3)
-        AND (?4 IS NULL OR aggregate_type = ?4)
-        AND (?5 IS NULL OR aggregate_id = ?5)
-        AND (?6 IS NULL OR created_at >= ?6)
-        AND (?7 IS NULL OR created_at < ?7)
-        ORDER BY created_at, event_id LIMIT ?8`,
-      removeDeadLetters: `DELETE FROM ${dead} WHERE group_name = ?1
-        AND event_id IN (SELECT value FROM json_each(?2))`,
-      count: `SELECT count(*) AS n FROM ${dead} WHERE ?1 IS NULL OR group_name = ?1`,
+      // Anonymous parameters only, each criterion bound twice: better-sqlite3 binds numbered ones
+      // (`?1`) only by name, so an array of values would not reach them.
+      deadLetters: `SELECT ${DEAD_LETTER_COLUMNS} FROM ${dead} WHERE group_name = ?
+        AND (? IS NULL OR event_id IN (SELECT value FROM json_each(?)))
+        AND (? IS NULL OR type = ?)
+        AND (? IS NULL OR aggregate_type = ?)
+        AND (? IS NULL OR aggregate_id = ?)
+        AND (? IS NULL OR created_at >= ?)
+        AND (? IS NULL OR created_at < ?)
+        ORDER BY created_at, event_id LIMIT ?`,
+      removeDeadLetters: `DELETE FROM ${dead} WHERE group_name = ?
+        AND event_id IN (SELECT value FROM json_each(?))`,
+      count: `SELECT count(*) AS n FROM ${dead} WHERE ? IS NULL OR group_name = ?`,
       pruneInbox: `DELETE FROM ${inbox} WHERE rowid IN (
         SELECT rowid FROM ${inbox} WHERE processed_at < ? ORDER BY processed_at LIMIT ?)`,
       pruneAttempts: `DELETE FROM ${attempts} WHERE rowid IN (
@@ -282,7 +284,14 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
     at: number,
   ): Promise<FailedAttempts> {
     return this.#exclusive(() => {
-      const row = this.#statement('recordFailure').get(group, eventId, at, failure.message, failure.stack);
+      const row = this.#statement('recordFailure').get(
+        group,
+        eventId,
+        at,
+        at,
+        failure.message,
+        failure.stack,
+      );
       return attemptsFromRow(row as AttemptsRow);
     });
   }
@@ -327,13 +336,20 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
   async deadLetters(group: string, filter: DeadLetterFilter): Promise<DeadLetter[]> {
     const checked = checkEventSelection(filter);
     return this.#exclusive(() => {
+      const ids = checked.ids === null ? null : JSON.stringify(checked.ids);
       const rows = this.#statement('deadLetters').all(
         group,
-        checked.ids === null ? null : JSON.stringify(checked.ids),
+        ids,
+        ids,
+        checked.type,
         checked.type,
         checked.aggregateType,
+        checked.aggregateType,
+        checked.aggregateId,
         checked.aggregateId,
         checked.since,
+        checked.since,
+        checked.until,
         checked.until,
         checked.limit,
       ) as DeadLetterRow[];
@@ -350,7 +366,7 @@ export class SqliteInboxStore<D extends SqliteDatabase = SqliteDatabase> impleme
 
   countDeadLetters(group?: string): Promise<number> {
     return this.#exclusive(() => {
-      const row = this.#statement('count').get(group ?? null) as { n: number | bigint };
+      const row = this.#statement('count').get(group ?? null, group ?? null) as { n: number | bigint };
       return Number(row.n);
     });
   }

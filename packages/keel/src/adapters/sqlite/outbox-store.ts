@@ -364,50 +364,54 @@ export class SqliteOutboxStore implements OutboxStore {
     this.#writeThread = options.writeThread === true ? writeThreadFor(this.db, this.table) : undefined;
     const t = `"${this.table}"`;
     const lease = `"${this.table}_lease"`;
-    // Every write of the relay's goes through only while its relay holds the lease.
-    const fenced = (relay: string) =>
-      `EXISTS (SELECT 1 FROM ${lease} WHERE singleton = 1 AND relay_id = ${relay})`;
+    // Every write of the relay's goes through only while its relay (the last parameter) holds the
+    // lease. Parameters are anonymous and in the order they appear: better-sqlite3 binds numbered
+    // ones (`?1`) only by name, so an array of values would not reach them.
+    const fenced = `EXISTS (SELECT 1 FROM ${lease} WHERE singleton = 1 AND relay_id = ?)`;
     const claimSql = (notInFlight: string) =>
       `SELECT ${OUTBOX_CLAIM_COLUMNS}, available_at FROM ${t} INDEXED BY "${this.table}_pending_idx"
-        WHERE published_at IS NULL AND seq > ?1 AND ${notInFlight}
-        ORDER BY seq LIMIT ?2`;
+        WHERE published_at IS NULL AND seq > ? AND ${notInFlight}
+        ORDER BY seq LIMIT ?`;
     this.#sql = Object.freeze({
       insert: `INSERT INTO ${t} (id, type, aggregate_type, aggregate_id, payload, headers, created_at, available_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       // Takes the lease when it is free or has run out, renews it for its holder, and returns a row
       // only when the relay holds it afterwards. The expiry is compared inside the statement, under
       // the write lock, so two relays can never both take it.
-      lease: `INSERT INTO ${lease} (singleton, relay_id, until) VALUES (1, ?1, ?3)
+      // Parameters: the relay, the new expiry, now.
+      lease: `INSERT INTO ${lease} (singleton, relay_id, until) VALUES (1, ?, ?)
         ON CONFLICT (singleton) DO UPDATE SET relay_id = excluded.relay_id, until = excluded.until
-          WHERE relay_id = excluded.relay_id OR until <= ?2
+          WHERE relay_id = excluded.relay_id OR until <= ?
         RETURNING relay_id`,
       relinquish: `DELETE FROM ${lease} WHERE singleton = 1 AND relay_id = ?`,
-      // The unpublished events after `seq` ?1 in append order, up to ?2, less those in flight: usually
-      // one run of `seq` (the batches of a backlog follow each other), which `claim` skips as the
-      // range ?3–?4 and `claimListed` as the JSON array ?3. The claim decides in memory which of them
-      // it takes (see `claim`).
-      claim: claimSql('seq NOT BETWEEN ?3 AND ?4'),
-      claimListed: claimSql('seq NOT IN (SELECT value FROM json_each(?3))'),
-      markPublished: `UPDATE ${t} SET published_at = ?1
-        WHERE published_at IS NULL AND id IN (SELECT value FROM json_each(?3)) AND ${fenced('?2')}`,
+      // The unpublished events after a `seq` in append order, up to a limit, less those in flight:
+      // usually one run of `seq` (the batches of a backlog follow each other), which `claim` skips as
+      // a range and `claimListed` as a JSON array. The claim decides in memory which of them it takes
+      // (see `claim`). Parameters: after, the range or the array, the limit.
+      claim: claimSql('seq NOT BETWEEN ? AND ?'),
+      claimListed: claimSql('seq NOT IN (SELECT value FROM json_each(?))'),
+      // Parameters of the marks: the time, the events (ids, seqs or a range of seqs), the relay.
+      markPublished: `UPDATE ${t} SET published_at = ?
+        WHERE published_at IS NULL AND id IN (SELECT value FROM json_each(?)) AND ${fenced}`,
       // The rowid finds a row without a probe of the id index: half the cost of a mark by id.
-      markPublishedBySeq: `UPDATE ${t} SET published_at = ?1
-        WHERE published_at IS NULL AND seq IN (SELECT value FROM json_each(?3)) AND ${fenced('?2')}`,
+      markPublishedBySeq: `UPDATE ${t} SET published_at = ?
+        WHERE published_at IS NULL AND seq IN (SELECT value FROM json_each(?)) AND ${fenced}`,
       // A batch claimed from a backlog is usually a run of consecutive `seq`: a range spares the JSON
       // list and its parse. Used only when every `seq` of the range is in the batch.
-      markPublishedBySeqRange: `UPDATE ${t} SET published_at = ?1
-        WHERE seq BETWEEN ?3 AND ?4 AND published_at IS NULL AND ${fenced('?2')}`,
-      release: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?1, available_at = ?2
-        WHERE id = ?3 AND published_at IS NULL AND ${fenced('?4')}`,
-      releaseBySeq: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?1, available_at = ?2
-        WHERE seq = ?3 AND published_at IS NULL AND ${fenced('?4')}`,
+      markPublishedBySeqRange: `UPDATE ${t} SET published_at = ?
+        WHERE seq BETWEEN ? AND ? AND published_at IS NULL AND ${fenced}`,
+      // Parameters: the error, the retry time, the event (id or seq), the relay.
+      release: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?, available_at = ?
+        WHERE id = ? AND published_at IS NULL AND ${fenced}`,
+      releaseBySeq: `UPDATE ${t} SET attempts = attempts + 1, last_error = ?, available_at = ?
+        WHERE seq = ? AND published_at IS NULL AND ${fenced}`,
       requeue: `UPDATE ${t} SET published_at = NULL, attempts = 0, last_error = NULL, available_at = ?
         WHERE published_at IS NOT NULL AND id IN (SELECT value FROM json_each(?))`,
       // An event is published after it is appended, so every prunable event has `created_at` before
       // the cut-off too: the scan walks the creation index over old events only.
       prune: `DELETE FROM ${t} WHERE seq IN (
-        SELECT seq FROM ${t} WHERE created_at < ?1 AND published_at IS NOT NULL AND published_at < ?1
-        ORDER BY created_at LIMIT ?2)`,
+        SELECT seq FROM ${t} WHERE created_at < ? AND published_at IS NOT NULL AND published_at < ?
+        ORDER BY created_at LIMIT ?)`,
       gauges: `SELECT count(*) AS unpublished, min(created_at) AS oldest FROM ${t} WHERE published_at IS NULL`,
     });
     this.ensureSchema();
@@ -542,7 +546,7 @@ export class SqliteOutboxStore implements OutboxStore {
     if (transactionOpen(this.db) === true) return [];
     const now = this.#clock.now();
     if (relayId !== this.#inFlightRelay || this.#leaseUntil - now < leaseMs * LEASE_RENEW_BELOW) {
-      const held = await this.#writeGet('lease', [relayId, now, now + leaseMs]);
+      const held = await this.#writeGet('lease', [relayId, now + leaseMs, now]);
       if (held === undefined) return [];
       if (this.#inFlightRelay !== relayId) {
         // The lease changed hands within this store: what the previous relay had in flight is this
@@ -571,8 +575,8 @@ export class SqliteOutboxStore implements OutboxStore {
     scan: for (;;) {
       const rows =
         listed === undefined
-          ? statement.all(after, limit, span.lowest, span.highest)
-          : statement.all(after, limit, listed);
+          ? statement.all(after, span.lowest, span.highest, limit)
+          : statement.all(after, listed, limit);
       for (const row of rows) {
         const values = this.#claimArrays ? (row as unknown as unknown[]) : undefined;
         const named = row as OutboxRow & { available_at: number | bigint };
@@ -634,11 +638,11 @@ export class SqliteOutboxStore implements OutboxStore {
     try {
       // The lease fences both. The seqs are distinct, so as many as the range is wide fill it.
       if (seqs.size > 0 && highest - lowest + 1 === seqs.size) {
-        await this.#write('markPublishedBySeqRange', [now, relayId, lowest, highest]);
+        await this.#write('markPublishedBySeqRange', [now, lowest, highest, relayId]);
       } else if (seqs.size > 0) {
-        await this.#write('markPublishedBySeq', [now, relayId, JSON.stringify([...seqs])]);
+        await this.#write('markPublishedBySeq', [now, JSON.stringify([...seqs]), relayId]);
       }
-      if (unknown.length > 0) await this.#write('markPublished', [now, relayId, JSON.stringify(unknown)]);
+      if (unknown.length > 0) await this.#write('markPublished', [now, JSON.stringify(unknown), relayId]);
     } finally {
       // Taken off the events in flight only once written (or failed): while the write waits for
       // the lock, a claim beside it must not take these events again.
@@ -726,7 +730,7 @@ export class SqliteOutboxStore implements OutboxStore {
   async prunePublished(before: number, limit: number): Promise<number> {
     checkPrune(before, limit);
     if (limit === 0) return 0;
-    return this.#write('prune', [before, limit]);
+    return this.#write('prune', [before, before, limit]);
   }
 
   /**
