@@ -2,7 +2,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { InvalidOptionError } from 'keel';
 import { SqliteInboxStore, sqliteInbox, sqliteInboxDdl } from 'keel/sqlite';
 import { describe, expect, it } from 'vitest';
-import { anonymousParametersOnly } from '../support/anonymous-parameters-only.ts';
+import { anonymousParametersOnly } from '../support/sqlite-driver-variants.ts';
 import { eventFixture, runInboxConformance } from './inbox-conformance.ts';
 
 for (const [name, driver] of [

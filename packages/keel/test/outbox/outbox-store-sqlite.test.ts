@@ -5,7 +5,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { inProcessTransport, OutboxTransactionError, OutboxWriteThreadError, outboxRelay } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
-import { anonymousParametersOnly } from '../support/anonymous-parameters-only.ts';
+import { anonymousParametersOnly, overriding, withoutArrayRows } from '../support/sqlite-driver-variants.ts';
 import { runFixture } from './fixture-process.ts';
 import { manualClock, type OutboxHarness, outboxStoreConformance } from './outbox-store-conformance.ts';
 
@@ -373,13 +373,7 @@ describe('sqlite outbox specifics', () => {
       // A handle that cannot say which file it has open, as better-sqlite3's, whose copy of SQLite
       // would not see the thread's locks.
       const patient = new DatabaseSync(path, { timeout: 1_000 });
-      const otherDriver = new Proxy(patient, {
-        get: (target, property) => {
-          if (property === 'location') return undefined;
-          const value = Reflect.get(target, property, target);
-          return typeof value === 'function' ? value.bind(target) : value;
-        },
-      });
+      const otherDriver = overriding(patient, { location: undefined });
       expect(() => sqliteOutbox({ db: otherDriver, writeThread: true })).toThrow(/writeThread.*node:sqlite/);
       for (const handle of [memory, rollbackJournal, impatient, exclusive, patient]) handle.close();
     });
@@ -486,23 +480,3 @@ describe('sqlite outbox specifics', () => {
     });
   });
 });
-
-/** `db` as a driver whose statements return rows only as objects (no `setReturnArrays`, no `raw`). */
-function withoutArrayRows(db: DatabaseSync): DatabaseSync {
-  return new Proxy(db, {
-    get(target, property) {
-      if (property !== 'prepare') {
-        const value = Reflect.get(target, property, target);
-        return typeof value === 'function' ? value.bind(target) : value;
-      }
-      return (sql: string) => {
-        const statement = target.prepare(sql);
-        return {
-          run: (...values: never[]) => statement.run(...values),
-          get: (...values: never[]) => statement.get(...values),
-          all: (...values: never[]) => statement.all(...values),
-        };
-      };
-    },
-  });
-}
