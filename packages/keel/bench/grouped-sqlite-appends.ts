@@ -12,13 +12,11 @@ import type { SqliteOutboxStore } from 'keel/sqlite';
 import { GroupCommit } from '../src/adapters/sqlite/group-commit.ts';
 
 export interface GroupedAppends {
-  /** Appends `event` in this turn's group; resolves once the group committed. */
-  append(event: NewOutboxEvent): Promise<void>;
   /**
-   * Appends `events` with one call of the store's `append` in this turn's group, as a request that
-   * appends several events does; resolves once the group committed.
+   * Appends `events` (one, or several with one call of the store's `append`, as a request that
+   * appends several does) in this turn's group; resolves once the group committed.
    */
-  appendAll(events: readonly NewOutboxEvent[]): Promise<void>;
+  append(events: NewOutboxEvent | readonly NewOutboxEvent[]): Promise<void>;
   /** Groups (transactions) committed or under way so far. */
   readonly transactions: number;
 }
@@ -33,7 +31,7 @@ export function groupedSqliteAppends(db: DatabaseSync, store: SqliteOutboxStore)
   const groupCommit = new GroupCommit(db);
   let transactions = 0;
   let counted = false;
-  const inGroup = (events: NewOutboxEvent | readonly NewOutboxEvent[]) =>
+  const append = (events: NewOutboxEvent | readonly NewOutboxEvent[]) =>
     groupCommit
       .run(() => {
         // The writes of one group run back to back, with no microtask in between: the first one
@@ -50,8 +48,7 @@ export function groupedSqliteAppends(db: DatabaseSync, store: SqliteOutboxStore)
       })
       .then(() => undefined);
   return {
-    append: inGroup,
-    appendAll: inGroup,
+    append,
     get transactions() {
       return transactions;
     },

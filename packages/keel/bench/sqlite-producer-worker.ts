@@ -66,7 +66,7 @@ async function produce({ rate, total, tickMs }: ProducerRun): Promise<void> {
       pumping = false;
       return;
     }
-    grouped.appendAll(ns.map(paymentEvent)).then(() => {
+    grouped.append(ns.map(paymentEvent)).then(() => {
       port.postMessage({ kind: 'committed', ns, at: Date.now() } satisfies ProducerReport);
       committed += ns.length;
       if (committed === total) allCommitted.resolve();

@@ -231,7 +231,7 @@ function pragmaValue(db: SqliteDatabase, pragma: string): unknown {
  * and in normal locking mode (an exclusive one keeps the thread out). `db` needs a busy timeout:
  * the thread is a second writer, and without one a write on `db` that meets a mark fails at once.
  */
-function writeThreadFor(db: SqliteDatabase, table: string): RelayWriteThread {
+function writeThreadFor(db: SqliteDatabase, table: string, busyTimeoutMs: number): RelayWriteThread {
   const location = (db as { location?: () => string | null }).location;
   if (typeof location !== 'function') {
     throw new InvalidOptionError(
@@ -257,7 +257,7 @@ function writeThreadFor(db: SqliteDatabase, table: string): RelayWriteThread {
   if (locking !== 'normal') {
     throw new InvalidOptionError('writeThread', `needs locking_mode normal, got ${locking}`);
   }
-  if (!(Number(pragmaValue(db, 'busy_timeout')) > 0)) {
+  if (!(busyTimeoutMs > 0)) {
     throw new InvalidOptionError(
       'writeThread',
       'needs db to have a busy timeout (the DatabaseSync timeout option, or PRAGMA busy_timeout): the thread is a second writer on the file',
@@ -361,7 +361,10 @@ export class SqliteOutboxStore implements OutboxStore {
     if (options.writeThread !== undefined && typeof options.writeThread !== 'boolean') {
       throw new InvalidOptionError('writeThread', `must be a boolean, got ${String(options.writeThread)}`);
     }
-    this.#writeThread = options.writeThread === true ? writeThreadFor(this.db, this.table) : undefined;
+    this.#writeThread =
+      options.writeThread === true
+        ? writeThreadFor(this.db, this.table, this.#relayWrites.busyTimeoutMs())
+        : undefined;
     const t = `"${this.table}"`;
     const lease = `"${this.table}_lease"`;
     // Every write of the relay's goes through only while its relay (the last parameter) holds the

@@ -28,8 +28,8 @@ interface PendingWrite {
 
 /**
  * @example
- * const thread = new RelayWriteThread({ path: 'app.db', setup: ['PRAGMA synchronous = 1'] });
- * const changes = await thread.run('UPDATE outbox SET published_at = ?1 WHERE seq = ?2', [now, 41], 5_000);
+ * const thread = new RelayWriteThread({ path: '/srv/app.db', setup: ['PRAGMA synchronous = 1'], table: 'keel_outbox_lease' });
+ * const changes = await thread.run('UPDATE keel_outbox SET published_at = ? WHERE seq = ?', [now, 41], 5_000);
  * await thread.close();
  */
 export class RelayWriteThread {
