@@ -314,7 +314,9 @@ async function postgresNatsSetup(databaseUrl: string, natsUrl: string): Promise<
     async close() {
       await transport.close();
       await store.close();
-      await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+      await pool.query(
+        `DROP TABLE IF EXISTS "${table}", "${table}_pending"; DROP FUNCTION IF EXISTS "${table}_pending_sync"()`,
+      );
       await pool.end();
       await producers.end();
       await manager.streams.delete(stream).catch(() => {});

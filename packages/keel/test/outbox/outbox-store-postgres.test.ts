@@ -1,6 +1,7 @@
 import { postgresOutbox } from 'keel/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dropPostgresOutbox } from '../support/postgres-outbox-tables.ts';
 import { describeWithService } from '../support/services.ts';
 import { manualClock, type OutboxHarness, outboxStoreConformance } from './outbox-store-conformance.ts';
 
@@ -9,17 +10,20 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
   let pool: pg.Pool;
   let tables = 0;
   const created: string[] = [];
+  const outboxes: string[] = [];
   beforeAll(() => {
     pool = new pg.Pool({ connectionString: url, max: 6 });
   });
   afterAll(async () => {
     for (const table of created) await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+    for (const table of outboxes) await dropPostgresOutbox(pool, table);
     await pool.end();
   });
 
   async function harness(): Promise<OutboxHarness> {
     const table = `${prefix}_${tables++}`;
-    created.push(table, `${table}_business`);
+    outboxes.push(table);
+    created.push(`${table}_business`);
     const clock = manualClock();
     const store = postgresOutbox({ pool, table, clock });
     await store.ensureSchema();
@@ -55,13 +59,14 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
   outboxStoreConformance('postgres', harness);
 
   describe('postgres outbox specifics', () => {
-    it('claims from a backlog Postgres has no statistics for by walking the pending index, not reading all of it', async () => {
+    it("claims from a backlog Postgres has no statistics for by walking the queue's primary key, not reading all of it", async () => {
       const table = `${prefix}_nostats`;
-      created.push(table);
+      outboxes.push(table);
       const store = postgresOutbox({ pool, table });
       await store.ensureSchema();
       // No statistics, ever: autovacuum must not analyse the table while the test runs.
       await pool.query(`ALTER TABLE "${table}" SET (autovacuum_enabled = false)`);
+      await pool.query(`ALTER TABLE "${table}_pending" SET (autovacuum_enabled = false)`);
       // Large enough for the guess without statistics to go wrong: at 20,000 events Postgres still
       // walked the index; at 80,000 a claim without the store's plan setting read all of them.
       const backlog = 80_000;
@@ -86,7 +91,7 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
       const tuplesRead = async () => {
         const { rows } = await pool.query(
           'SELECT idx_tup_read::int AS n FROM pg_stat_user_indexes WHERE indexrelname = $1',
-          [`${table}_pending_idx`],
+          [`${table}_pending_pkey`],
         );
         return (rows[0] as { n: number } | undefined)?.n ?? 0;
       };
@@ -101,33 +106,152 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
         read = await tuplesRead();
       }
       expect(read - before).toBeGreaterThan(0);
-      // A bitmap of the pending index reads every unpublished event before sorting them.
+      // A bitmap or a sequential scan reads every unpublished event before sorting them.
       expect(read - before).toBeLessThan(backlog / 10);
       await store.close();
     });
 
-    it('drops the type, publication-time and unpublished-aggregate indexes of earlier versions and leaves pages room for HOT leases', async () => {
-      const h = await harness();
-      const store = h.store as ReturnType<typeof postgresOutbox>;
-      await pool.query(`CREATE INDEX "${store.table}_type_idx" ON "${store.table}" (type, created_at)`);
-      await pool.query(
-        `CREATE INDEX "${store.table}_published_idx" ON "${store.table}" (published_at) WHERE published_at IS NOT NULL`,
-      );
-      await pool.query(
-        `CREATE INDEX "${store.table}_pending_aggregate_idx" ON "${store.table}" (aggregate_type, aggregate_id, seq) WHERE published_at IS NULL`,
-      );
+    it('upgrades a table of an earlier version in place: its queue, leases and retry times carry over, and its writers go on appending', async () => {
+      const table = `${prefix}_upgrade`;
+      outboxes.push(table);
+      // The table as the version before the queue made it, with the indexes of the versions before.
+      await pool.query(`CREATE TABLE "${table}" (
+          seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text NOT NULL UNIQUE, type text NOT NULL,
+          aggregate_type text NOT NULL, aggregate_id text NOT NULL, payload json NOT NULL, headers json NOT NULL,
+          created_at bigint NOT NULL, available_at bigint NOT NULL, published_at bigint,
+          attempts integer NOT NULL DEFAULT 0, last_error text, claimed_by text, claimed_until bigint
+        ) WITH (fillfactor = 75);
+        CREATE INDEX "${table}_pending_idx" ON "${table}" (seq) WHERE published_at IS NULL;
+        CREATE INDEX "${table}_aggregate_idx" ON "${table}" (aggregate_type, aggregate_id, seq);
+        CREATE INDEX "${table}_created_idx" ON "${table}" (created_at);
+        CREATE INDEX "${table}_type_idx" ON "${table}" (type, created_at);
+        CREATE INDEX "${table}_published_idx" ON "${table}" (published_at) WHERE published_at IS NOT NULL;
+        CREATE INDEX "${table}_pending_aggregate_idx" ON "${table}" (aggregate_type, aggregate_id, seq) WHERE published_at IS NULL`);
+      const clock = manualClock();
+      const now = clock.now();
+      // How an earlier version appended: it set available_at itself.
+      const oldInsert = `INSERT INTO "${table}" (id, type, aggregate_type, aggregate_id, payload, headers,
+          created_at, available_at, published_at, attempts, last_error, claimed_by, claimed_until)
+        VALUES ($1, 't', 'a', $2, '{}', '{}', $3, $4, $5, $6, $7, $8, $9)`;
+      const rows: unknown[][] = [
+        ['published', 'A', now, now, now, 0, null, null, null],
+        ['leased', 'A', now, now, null, 0, null, 'old-relay', now + 60_000],
+        ['behind-lease', 'A', now, now, null, 0, null, null, null],
+        ['retrying', 'B', now, now + 10_000, null, 1, 'broker down', null, null],
+        ['ready', 'C', now, now, null, 0, null, null, null],
+      ];
+      for (const row of rows) await pool.query(oldInsert, row);
+      const store = postgresOutbox({ pool, table, clock });
       await store.ensureSchema();
-      const { rows } = await pool.query(
+      await store.ensureSchema();
+
+      const { rows: indexes } = await pool.query(
         "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexname LIKE '%\\_idx' ORDER BY indexname",
-        [store.table],
+        [table],
       );
-      expect(rows.map((row: { indexname: string }) => row.indexname.slice(store.table.length))).toEqual([
+      expect(indexes.map((row: { indexname: string }) => row.indexname.slice(table.length))).toEqual([
         '_aggregate_idx',
         '_created_idx',
-        '_pending_idx',
       ]);
-      const options = await pool.query('SELECT reloptions FROM pg_class WHERE relname = $1', [store.table]);
-      expect(options.rows[0]?.reloptions).toEqual(['fillfactor=75']);
+      const options = await pool.query('SELECT reloptions FROM pg_class WHERE relname = $1', [table]);
+      expect(options.rows[0]?.reloptions).toEqual(['fillfactor=50']);
+      expect(await store.gauges()).toMatchObject({ unpublished: 4 });
+
+      // The earlier version's lease and retry time still hold.
+      expect((await store.claim('new-relay', 10, 30_000)).map((event) => event.id)).toEqual(['ready']);
+      await store.markPublished('new-relay', ['ready']);
+      // A writer of the earlier version goes on appending, and a writer of this one beside it.
+      await pool.query(oldInsert, ['old-writer', 'D', now, now, null, 0, null, null, null]);
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await store.append(client, {
+          id: 'new-writer',
+          type: 't',
+          aggregateType: 'a',
+          aggregateId: 'E',
+          payload: {},
+        });
+        await client.query('COMMIT');
+      } finally {
+        client.release();
+      }
+      expect((await store.claim('new-relay', 10, 30_000)).map((event) => event.id)).toEqual([
+        'old-writer',
+        'new-writer',
+      ]);
+      await store.markPublished('new-relay', ['old-writer', 'new-writer']);
+      clock.advance(60_001);
+      const later = await store.claim('new-relay', 10, 30_000);
+      expect(later.map((event) => event.id)).toEqual(['leased', 'behind-lease', 'retrying']);
+      expect(later[2]).toMatchObject({ attempts: 1 });
+      await store.close();
+    });
+
+    it('keeps the queue in step with the events when rows are deleted or the table is truncated or made again', async () => {
+      const h = await harness();
+      const store = h.store as ReturnType<typeof postgresOutbox>;
+      const append = (aggregateId: string) =>
+        h.transaction(
+          (client) => store.append(client, { type: 't', aggregateType: 'a', aggregateId, payload: {} }),
+          `business-${aggregateId}-${Math.random()}`,
+        );
+      const [first] = await append('1');
+      await append('2');
+      await append('3');
+      await pool.query(`DELETE FROM "${store.table}" WHERE id = $1`, [first?.id]);
+      expect(await store.gauges()).toMatchObject({ unpublished: 2 });
+      expect((await store.claim('relay', 10, 30_000)).map((event) => event.aggregateId)).toEqual(['2', '3']);
+      await pool.query(`TRUNCATE "${store.table}"`);
+      expect(await store.gauges()).toMatchObject({ unpublished: 0 });
+      await append('4');
+      // A table made again under the same name starts with an empty queue, not the old one's rows.
+      await pool.query(`DROP TABLE "${store.table}"`);
+      await store.ensureSchema();
+      expect(await store.gauges()).toMatchObject({ unpublished: 0 });
+      await append('5');
+      expect((await store.claim('relay', 10, 30_000)).map((event) => event.aggregateId)).toEqual(['5']);
+      await h.dispose();
+    });
+
+    it('marks a batch of neighbouring events published with HOT updates, which add no index entry', async () => {
+      const h = await harness();
+      const store = h.store as ReturnType<typeof postgresOutbox>;
+      const batch = 500;
+      await h.transaction(
+        (client) =>
+          store.append(
+            client,
+            Array.from({ length: batch }, (_, i) => ({
+              type: 'payment.completed',
+              aggregateType: 'payment',
+              aggregateId: `p-${i}`,
+              payload: { amount: 1_500, reference: 'r'.repeat(200) },
+            })),
+          ),
+        'business-hot',
+      );
+      const claimed = await store.claim('relay', batch, 30_000);
+      expect(claimed).toHaveLength(batch);
+      await store.markPublished(
+        'relay',
+        claimed.map((event) => event.id),
+      );
+      // A backend reports its counts when its transaction ends, to shared statistics that other
+      // backends see a moment later.
+      const counts = async () => {
+        const { rows } = await pool.query(
+          'SELECT n_tup_upd::int AS updated, n_tup_hot_upd::int AS hot FROM pg_stat_user_tables WHERE relname = $1',
+          [store.table],
+        );
+        return rows[0] as { updated: number; hot: number };
+      };
+      let seen = await counts();
+      for (let wait = 0; wait < 50 && seen.updated < batch; wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        seen = await counts();
+      }
+      expect(seen).toEqual({ updated: batch, hot: batch });
       await h.dispose();
     });
 

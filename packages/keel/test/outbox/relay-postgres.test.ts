@@ -2,6 +2,7 @@ import { type OutboxEvent, outboxRelay, type Transport } from 'keel/outbox';
 import { postgresOutbox } from 'keel/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { dropPostgresOutbox } from '../support/postgres-outbox-tables.ts';
 import { describeWithService } from '../support/services.ts';
 import { type FixtureExit, runFixture } from './fixture-process.ts';
 
@@ -13,16 +14,19 @@ describeWithService('DATABASE_URL', 'PostgreSQL relays', (url) => {
   const prefix = `obr_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
   let pool: pg.Pool;
   const dropped: string[] = [];
+  const outboxes: string[] = [];
   beforeAll(() => {
     pool = new pg.Pool({ connectionString: url, max: 10 });
   });
   afterAll(async () => {
     for (const table of dropped) await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+    for (const table of outboxes) await dropPostgresOutbox(pool, table);
     await pool.end();
   });
 
   async function outboxWith(table: string, aggregates: number, perAggregate: number) {
-    dropped.push(table, `${table}_received`);
+    outboxes.push(table);
+    dropped.push(`${table}_received`);
     const store = postgresOutbox({ pool, table });
     await store.ensureSchema();
     await pool.query(

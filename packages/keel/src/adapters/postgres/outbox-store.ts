@@ -1,9 +1,10 @@
 /**
  * The transactional outbox in Postgres: events are rows written through the caller's client inside
- * their `BEGIN` (with a `pg_notify` that fires at commit), and any number of relays claim them at
- * once. A claim locks the first unpublished event of each aggregate it takes with
- * `FOR UPDATE SKIP LOCKED` and leases it with the events that follow it, so two relays never hold
- * events of one aggregate at the same time and each aggregate is published in order.
+ * their `BEGIN` (with a `pg_notify` that fires at commit), queued by a trigger in a narrow table of
+ * unpublished events, and any number of relays claim them at once. A claim locks the first queued
+ * event of each aggregate it takes with `FOR UPDATE SKIP LOCKED` and leases it with the events that
+ * follow it, so two relays never hold events of one aggregate at the same time and each aggregate
+ * is published in order.
  *
  * @module
  */
@@ -92,29 +93,65 @@ export interface PostgresOutboxOptions {
 
 const DEFAULTS = Object.freeze({ table: 'keel_outbox' });
 
-/** Room for the longest index suffix within Postgres' 63-byte names, `_pending_aggregate_idx` (the index of earlier versions that `ensureSchema` drops). */
+/** Room for the longest name derived from the table's within Postgres' 63 bytes: `_pending_chain_idx`, `_pending_aggregate_idx` (an index of earlier versions that the DDL drops). */
 const MAX_TABLE_LENGTH = 40;
 
 /** Reconnecting the listener after an error: from 100 ms, doubling to 5 s. */
 const RECONNECT_FIRST_MS = 100;
 const RECONNECT_MAX_MS = 5_000;
 
-/** Opens a claim's transaction, with the plan its statement must get (see `claim`). */
-const CLAIM_PLAN = 'BEGIN; SET LOCAL enable_bitmapscan = off';
-
 const SELECT_COLUMNS = `o.seq, o.id, o.type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
   o.headers::text AS headers, o.created_at, o.published_at, o.attempts, o.last_error`;
 
+/** The names of the outbox table and of what keeps its pending table, as SQL text. */
+interface OutboxNames {
+  /** The events, quoted and qualified as given. */
+  readonly events: string;
+  /** The unpublished events' queue: `<table>_pending`. */
+  readonly pending: string;
+  /** The trigger function that keeps the queue: `<table>_pending_sync`. */
+  readonly sync: string;
+}
+
+function outboxNames(table: string, schema: string | undefined): OutboxNames {
+  const qualify = (name: string) => (schema === undefined ? `"${name}"` : `"${schema}"."${name}"`);
+  return {
+    events: qualify(table),
+    pending: qualify(`${table}_pending`),
+    sync: qualify(`${table}_pending_sync`),
+  };
+}
+
 /**
- * The DDL of the outbox table, for a migration tool. Idempotent (`IF NOT EXISTS`). `seq` is the
- * append order; times are `bigint` epoch milliseconds; payload and headers are `json`, which keeps
- * the text exactly as appended. A partial index over unpublished rows gives the claim its order; the
- * aggregate index serves the claim's chains and `find` by aggregate, and the creation-time index
- * serves `find` by time and the retention prune (an event is published after it is created). It
- * drops the type, publication-time and unpublished-aggregate indexes of earlier versions: a publish
- * rewrites the row, and a rewrite that changes `published_at` adds an entry to every index. Pages are left a quarter free
- * (`fillfactor`), so a claim's lease, which touches no indexed column, is a HOT update that adds
- * none.
+ * The DDL of the outbox, for a migration tool. Idempotent, and it upgrades tables of earlier
+ * versions in place. Times are `bigint` epoch milliseconds; payload and headers are `json`, which
+ * keeps the text exactly as appended.
+ *
+ * - **`<table>`** holds every event, published or not: `seq` is the append order, and
+ *   `published_at` is set once an event is published. The aggregate index serves `find` by
+ *   aggregate and the creation-time index serves `find` by time and the retention prune (an event is
+ *   published after it is created). No index covers `published_at`, and pages are left half free
+ *   (`fillfactor`), so marking an event published is a HOT update that adds no index entry: the
+ *   new version of a row stays on its page only while the page has room, and a relay marks every
+ *   event of a page in one statement. With pages a quarter free, two thirds of a batch's marks
+ *   moved their row to another page and added an entry to each of its indexes (12.5 µs an event,
+ *   where a page half free takes 6). The price is room: the table takes about twice the space of
+ *   its rows.
+ * - **`<table>_pending`** holds the unpublished events: their `seq`, aggregate, creation time and
+ *   the relay's state — when an event may next be tried, and which relay holds it until when. Every
+ *   claim, lease and retry is a write to this narrow table, never a rewrite of the event, and its
+ *   pages are left half free too, for the leases. Statement triggers on `<table>` keep it: an
+ *   insert queues the new events (so appends by any writer, including earlier versions, are
+ *   queued), and a delete or truncate removes theirs.
+ *
+ * On a table without the triggers — a new one, or one of an earlier version — it adds them, then
+ * queues every unpublished event, with the retry times and leases an earlier version recorded on the
+ * row. That takes the table's insert lock for a moment. Relays of an earlier version must be stopped
+ * first: they would neither see the new leases nor dequeue what they publish, so an event could be
+ * published again. Writers of an earlier version may go on appending. It also drops the indexes of
+ * earlier versions: the unpublished-events index (the pending table replaces it), and the type,
+ * publication-time and unpublished-aggregate ones. Dropping `<table>` drops its triggers only: the
+ * outbox is gone with `<table>_pending` and the function `<table>_pending_sync()` as well.
  *
  * @example
  * await migrate.sql(postgresOutboxDdl({ table: 'outbox', schema: 'billing' }));
@@ -122,10 +159,12 @@ const SELECT_COLUMNS = `o.seq, o.id, o.type, o.aggregate_type, o.aggregate_id, o
 export function postgresOutboxDdl(options: { table?: string; schema?: string } = {}): string {
   const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
   const schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
-  const t = schema === undefined ? `"${table}"` : `"${schema}"."${table}"`;
+  const { events, pending, sync } = outboxNames(table, schema);
   const index = (suffix: string) =>
     schema === undefined ? `"${table}_${suffix}"` : `"${schema}"."${table}_${suffix}"`;
-  return `CREATE TABLE IF NOT EXISTS ${t} (
+  const hasColumn = (column: string) =>
+    `EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '${events}'::regclass AND attname = '${column}' AND NOT attisdropped)`;
+  return `CREATE TABLE IF NOT EXISTS ${events} (
   seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   id text NOT NULL UNIQUE,
   type text NOT NULL,
@@ -134,19 +173,63 @@ export function postgresOutboxDdl(options: { table?: string; schema?: string } =
   payload json NOT NULL,
   headers json NOT NULL,
   created_at bigint NOT NULL,
-  available_at bigint NOT NULL,
   published_at bigint,
   attempts integer NOT NULL DEFAULT 0,
-  last_error text,
-  claimed_by text,
-  claimed_until bigint
-) WITH (fillfactor = 75);
-CREATE INDEX IF NOT EXISTS "${table}_pending_idx" ON ${t} (seq) WHERE published_at IS NULL;
-CREATE INDEX IF NOT EXISTS "${table}_aggregate_idx" ON ${t} (aggregate_type, aggregate_id, seq);
-CREATE INDEX IF NOT EXISTS "${table}_created_idx" ON ${t} (created_at);
+  last_error text
+) WITH (fillfactor = 50);
+CREATE INDEX IF NOT EXISTS "${table}_aggregate_idx" ON ${events} (aggregate_type, aggregate_id, seq);
+CREATE INDEX IF NOT EXISTS "${table}_created_idx" ON ${events} (created_at);
+DROP INDEX IF EXISTS ${index('pending_idx')};
 DROP INDEX IF EXISTS ${index('pending_aggregate_idx')};
 DROP INDEX IF EXISTS ${index('type_idx')};
 DROP INDEX IF EXISTS ${index('published_idx')};
+CREATE TABLE IF NOT EXISTS ${pending} (
+  seq bigint PRIMARY KEY,
+  aggregate_type text NOT NULL,
+  aggregate_id text NOT NULL,
+  created_at bigint NOT NULL,
+  available_at bigint NOT NULL,
+  claimed_by text,
+  claimed_until bigint
+) WITH (fillfactor = 50);
+CREATE INDEX IF NOT EXISTS "${table}_pending_chain_idx" ON ${pending} (aggregate_type, aggregate_id, seq);
+CREATE OR REPLACE FUNCTION ${sync}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $keel_sync$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO ${pending} (seq, aggregate_type, aggregate_id, created_at, available_at)
+    SELECT seq, aggregate_type, aggregate_id, created_at, created_at FROM keel_inserted
+    WHERE published_at IS NULL;
+  ELSIF TG_OP = 'DELETE' THEN
+    DELETE FROM ${pending} WHERE seq = ANY(ARRAY(SELECT seq FROM keel_deleted));
+  ELSE
+    TRUNCATE ${pending};
+  END IF;
+  RETURN NULL;
+END $keel_sync$;
+DO $keel_upgrade$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = '${events}'::regclass AND tgname = '${table}_pending_insert') THEN
+    CREATE TRIGGER "${table}_pending_insert" AFTER INSERT ON ${events}
+      REFERENCING NEW TABLE AS keel_inserted FOR EACH STATEMENT EXECUTE FUNCTION ${sync}();
+    CREATE TRIGGER "${table}_pending_delete" AFTER DELETE ON ${events}
+      REFERENCING OLD TABLE AS keel_deleted FOR EACH STATEMENT EXECUTE FUNCTION ${sync}();
+    CREATE TRIGGER "${table}_pending_truncate" AFTER TRUNCATE ON ${events}
+      FOR EACH STATEMENT EXECUTE FUNCTION ${sync}();
+    -- The triggers hold the table's insert lock from here to commit, so no append falls between
+    -- the queue's refill and the triggers. Rows left by a dropped table of the same name go first.
+    TRUNCATE ${pending};
+    ALTER TABLE ${events} SET (fillfactor = 50);
+    IF ${hasColumn('claimed_until')} THEN
+      INSERT INTO ${pending} (seq, aggregate_type, aggregate_id, created_at, available_at, claimed_by, claimed_until)
+      SELECT seq, aggregate_type, aggregate_id, created_at, available_at, claimed_by, claimed_until
+      FROM ${events} WHERE published_at IS NULL;
+      -- Appends of this version leave it out; those of earlier versions still set it.
+      ALTER TABLE ${events} ALTER COLUMN available_at DROP NOT NULL;
+    ELSE
+      INSERT INTO ${pending} (seq, aggregate_type, aggregate_id, created_at, available_at)
+      SELECT seq, aggregate_type, aggregate_id, created_at, created_at FROM ${events} WHERE published_at IS NULL;
+    END IF;
+  END IF;
+END $keel_upgrade$;
 `;
 }
 
@@ -167,19 +250,23 @@ interface Listener {
 }
 
 /**
- * An {@link OutboxStore} in one Postgres table, safe for many relays at once.
+ * An {@link OutboxStore} in Postgres, safe for many relays at once: the events' table, and a narrow
+ * queue of the unpublished ones that the relays' claims, leases and marks write to (see
+ * {@link postgresOutboxDdl}).
  *
  * - **Append.** `append(client, events)` with the client inside your `BEGIN` inserts every event in
- *   one statement together with `pg_notify(channel)`, which Postgres delivers only at commit. Appends
- *   of one aggregate should be serialised by your own transaction (the row lock of the entity they
- *   describe, typically), so their order of commit is their order of append.
- * - **Claim.** One statement: it locks, with `FOR UPDATE SKIP LOCKED`, the first unpublished event of
+ *   one statement together with `pg_notify(channel)`, which Postgres delivers only at commit; the
+ *   table's insert trigger queues them in the same transaction. Appends of one aggregate should be
+ *   serialised by your own transaction (the row lock of the entity they describe, typically), so
+ *   their order of commit is their order of append.
+ * - **Claim.** One statement: it locks, with `FOR UPDATE SKIP LOCKED`, the first queued event of
  *   each aggregate that is neither leased nor waiting for its retry time, then leases it together
  *   with the following events of that aggregate up to the first one that is. Whoever holds an
  *   aggregate's first event holds the aggregate, so two relays never publish one aggregate at once.
  *   Each lease names the relay (`claimed_by`) and ends at `claimed_until`; the relay's writes are
- *   fenced by it. The statement runs in a short transaction of its own that keeps its plan an
- *   ordered walk of the pending index even on a table Postgres has no statistics for yet.
+ *   fenced by it.
+ * - **Mark.** One statement dequeues the events the relay still holds and sets their
+ *   `published_at`: an update that touches no indexed column, on pages left room for it.
  * - **Wake-up.** While anyone waits in `appended()`, one client from the pool `LISTEN`s on the
  *   channel; it goes back to the pool when every waiter's signal has aborted (or on `close()`), and
  *   is replaced, with back-off, when it errors. Relays poll as well, so a lost notification only
@@ -207,6 +294,8 @@ export class PostgresOutboxStore implements OutboxStore {
   readonly #clock: WallClock;
   readonly #telemetry: OutboxTelemetry | undefined;
   readonly #sql: Readonly<Record<StatementName, string>>;
+  /** The pending table, quoted and qualified as the events' table is. */
+  readonly #pending: string;
   readonly #signal = new AppendSignal();
   readonly #waiters = new Set<AbortSignal>();
   #listener: Listener | undefined;
@@ -235,95 +324,104 @@ export class PostgresOutboxStore implements OutboxStore {
     );
     this.#clock = options.clock ?? wallClock;
     this.#telemetry = options.telemetry;
-    const t = this.qualifiedName;
+    const { events: t, pending: q } = outboxNames(this.table, this.schema);
+    this.#pending = q;
+    // Every statement reaches rows of either table by `= ANY(ARRAY(subquery))`: an index lookup per
+    // key, which is what a batch costs, where a join left to the planner could choose to read a
+    // whole table whose statistics lag its growth.
     this.#sql = Object.freeze({
+      // The insert trigger queues the events in the pending table.
       insert: `WITH inserted AS (
-          INSERT INTO ${t} (id, type, aggregate_type, aggregate_id, payload, headers, created_at, available_at)
-          SELECT u.id, u.type, u.aggregate_type, u.aggregate_id, u.payload::json, u.headers::json, $7, $7
+          INSERT INTO ${t} (id, type, aggregate_type, aggregate_id, payload, headers, created_at)
+          SELECT u.id, u.type, u.aggregate_type, u.aggregate_id, u.payload::json, u.headers::json, $7
           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
             AS u(id, type, aggregate_type, aggregate_id, payload, headers, ord)
           ORDER BY u.ord
           RETURNING 1)
         SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify($8, '') AS notified`,
-      // heads: the first unpublished event of each aggregate, claimable now, locked so no other
-      // relay can take the aggregate in the meantime (SKIP LOCKED: it takes other aggregates).
-      // Its own claimability is tested on the row itself, so the lock's re-check sees a claim that
+      // heads: the first queued event of each aggregate, claimable now, locked so no other relay
+      // can take the aggregate in the meantime (SKIP LOCKED: it takes other aggregates). Its own
+      // claimability is tested on the row itself, so the lock's re-check sees a claim that
       // committed after this statement began. chain: each head and the events after it, up to the
       // first one leased or waiting for its retry time, oldest first. The chain is read per head
-      // (LATERAL, through the aggregate index), so a claim costs what it takes, not a scan of the
-      // whole backlog; a head's earlier events are looked for only from the oldest unpublished
-      // event on, so an aggregate's published history is not read. No partial index is keyed by
-      // aggregate: after a VACUUM that found every event published, Postgres counts such an index
-      // as empty and read all of it to find a batch's rows by `seq` (400 ms a claim over 35,000
-      // unpublished events, where the primary key takes 5 ms).
+      // (LATERAL, through the queue's aggregate index), so a claim costs what it takes, not a scan
+      // of the whole backlog. The lease is written to the queue; the events are read once, by key.
       claim: `WITH heads AS (
-          SELECT h.seq, h.aggregate_type, h.aggregate_id FROM ${t} h
-          WHERE h.published_at IS NULL
-            AND h.available_at <= $2
+          SELECT h.seq, h.aggregate_type, h.aggregate_id FROM ${q} h
+          WHERE h.available_at <= $2
             AND (h.claimed_until IS NULL OR h.claimed_until <= $2)
             AND NOT EXISTS (
-              SELECT 1 FROM ${t} p
-              WHERE p.aggregate_type = h.aggregate_type AND p.aggregate_id = h.aggregate_id
-                AND p.seq >= (SELECT min(f.seq) FROM ${t} f WHERE f.published_at IS NULL)
-                AND p.seq < h.seq AND p.published_at IS NULL)
+              SELECT 1 FROM ${q} p
+              WHERE p.aggregate_type = h.aggregate_type AND p.aggregate_id = h.aggregate_id AND p.seq < h.seq)
           ORDER BY h.seq
           LIMIT $4
           FOR UPDATE SKIP LOCKED),
         chain AS (
           SELECT e.seq FROM heads h
           CROSS JOIN LATERAL (
-            SELECT min(d.seq) AS seq FROM ${t} d
+            SELECT min(d.seq) AS seq FROM ${q} d
             WHERE d.aggregate_type = h.aggregate_type AND d.aggregate_id = h.aggregate_id
-              AND d.published_at IS NULL AND d.seq > h.seq
-              AND (d.available_at > $2 OR d.claimed_until > $2)) stop
+              AND d.seq > h.seq AND (d.available_at > $2 OR d.claimed_until > $2)) stop
           CROSS JOIN LATERAL (
-            SELECT e.seq FROM ${t} e
+            SELECT e.seq FROM ${q} e
             WHERE e.aggregate_type = h.aggregate_type AND e.aggregate_id = h.aggregate_id
-              AND e.published_at IS NULL AND e.seq >= h.seq AND (stop.seq IS NULL OR e.seq < stop.seq)
+              AND e.seq >= h.seq AND (stop.seq IS NULL OR e.seq < stop.seq)
             ORDER BY e.seq
             LIMIT $4) e
           ORDER BY e.seq
-          LIMIT $4)
-        UPDATE ${t} o SET claimed_by = $1, claimed_until = $3
-        WHERE o.seq = ANY(ARRAY(SELECT seq FROM chain)) AND o.published_at IS NULL
-          AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
-        RETURNING ${SELECT_COLUMNS}`,
-      markPublished: `UPDATE ${t} SET published_at = $1, claimed_by = NULL, claimed_until = NULL
-        WHERE id = ANY($3::text[]) AND claimed_by = $2 AND published_at IS NULL`,
-      release: `UPDATE ${t} SET attempts = attempts + 1, last_error = $3, available_at = $4,
-        claimed_by = NULL, claimed_until = NULL
-        WHERE id = $1 AND claimed_by = $2 AND published_at IS NULL`,
-      unclaim: `UPDATE ${t} SET claimed_by = NULL, claimed_until = NULL
-        WHERE id = ANY($2::text[]) AND claimed_by = $1 AND published_at IS NULL`,
+          LIMIT $4),
+        leased AS (
+          UPDATE ${q} l SET claimed_by = $1, claimed_until = $3
+          WHERE l.seq = ANY(ARRAY(SELECT seq FROM chain))
+            AND (l.claimed_until IS NULL OR l.claimed_until <= $2)
+          RETURNING l.seq)
+        SELECT ${SELECT_COLUMNS} FROM ${t} o WHERE o.seq = ANY(ARRAY(SELECT seq FROM leased))`,
+      // Dequeued and marked in one statement, fenced by the lease: the mark is a HOT update.
+      markPublished: `WITH dequeued AS (
+          DELETE FROM ${q}
+          WHERE seq = ANY(ARRAY(SELECT o.seq FROM ${t} o WHERE o.id = ANY($3::text[]))) AND claimed_by = $2
+          RETURNING seq)
+        UPDATE ${t} SET published_at = $1 WHERE seq = ANY(ARRAY(SELECT seq FROM dequeued))`,
+      release: `WITH released AS (
+          UPDATE ${q} SET available_at = $4, claimed_by = NULL, claimed_until = NULL
+          WHERE seq = (SELECT o.seq FROM ${t} o WHERE o.id = $1) AND claimed_by = $2
+          RETURNING seq)
+        UPDATE ${t} SET attempts = attempts + 1, last_error = $3 WHERE seq = (SELECT seq FROM released)`,
+      unclaim: `UPDATE ${q} SET claimed_by = NULL, claimed_until = NULL
+        WHERE seq = ANY(ARRAY(SELECT o.seq FROM ${t} o WHERE o.id = ANY($2::text[]))) AND claimed_by = $1`,
       requeue: `WITH requeued AS (
-          UPDATE ${t} SET published_at = NULL, attempts = 0, last_error = NULL, available_at = $1,
-            claimed_by = NULL, claimed_until = NULL
+          UPDATE ${t} SET published_at = NULL, attempts = 0, last_error = NULL
           WHERE id = ANY($2::text[]) AND published_at IS NOT NULL
-          RETURNING 1)
+          RETURNING seq, aggregate_type, aggregate_id, created_at),
+        queued AS (
+          INSERT INTO ${q} (seq, aggregate_type, aggregate_id, created_at, available_at)
+          SELECT seq, aggregate_type, aggregate_id, created_at, $1 FROM requeued
+          ON CONFLICT (seq) DO NOTHING)
         SELECT (SELECT count(*) FROM requeued)::int AS requeued, pg_notify($3, '') AS notified`,
       // An event is published after it is appended, so every prunable event has `created_at` before
-      // the cut-off too: the creation index bounds the scan to old events.
+      // the cut-off too: the creation index bounds the scan to old events. The delete trigger
+      // dequeues nothing here, as published events are not queued.
       prune: `DELETE FROM ${t} WHERE seq IN (
         SELECT seq FROM ${t} WHERE created_at < $1 AND published_at IS NOT NULL AND published_at < $1
         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-      gauges: `SELECT count(*)::int AS unpublished, min(created_at) AS oldest FROM ${t} WHERE published_at IS NULL`,
+      gauges: `SELECT count(*)::int AS unpublished, min(created_at) AS oldest FROM ${q}`,
     });
   }
 
   /**
-   * Creates the table and its indexes unless they exist. Safe to call from many processes at once:
-   * the DDL runs under a transaction-scoped advisory lock on the table name.
+   * Creates the tables, indexes and triggers unless they exist, and upgrades a table of an earlier
+   * version (see {@link postgresOutboxDdl}). Safe to call from many processes at once: the DDL runs
+   * under a transaction-scoped advisory lock on the table name.
    *
    * @example
    * await postgresOutbox({ pool }).ensureSchema();
    */
   async ensureSchema(): Promise<void> {
     const lockName = this.schema === undefined ? this.table : `${this.schema}.${this.table}`;
+    // One simple query: its statements run as one transaction, which holds the lock to the end.
     await this.pool.query(
-      `DO $keel$ BEGIN
-        PERFORM pg_advisory_xact_lock(hashtext('keel_outbox_ddl:${lockName}'));
-        ${this.ddl}
-      END $keel$;`,
+      `SELECT pg_advisory_xact_lock(hashtext('keel_outbox_ddl:${lockName}'));
+${this.ddl}`,
     );
   }
 
@@ -372,29 +470,17 @@ export class PostgresOutboxStore implements OutboxStore {
   }
 
   /**
-   * Runs the claim in a transaction of its own with bitmap scans turned off for it. Without
-   * statistics on the table — a new table, or a backlog that grew faster than autovacuum analyses —
-   * Postgres assumes a handful of unpublished events, reads every one of them through a bitmap of
-   * the pending index, checks each for an earlier event of its aggregate, and sorts them all to take
-   * the first `limit`: 150–180 ms a claim over an 80,000-event backlog, where walking the index in
-   * order and stopping at `limit` takes 9–11 ms. Two more round trips a batch are the price.
+   * One statement, in a transaction of its own. Its plan walks the queue's primary key in order
+   * and stops at `limit` even on a queue Postgres has no statistics for yet (a new table, or a
+   * backlog that grew faster than autovacuum analyses): the queue has no partial index whose bitmap
+   * could tempt the planner into reading and sorting every unpublished event, as the events' table
+   * of earlier versions did.
    */
   async claim(relayId: string, limit: number, leaseMs: number): Promise<ClaimedOutboxEvent[]> {
     checkClaim(relayId, limit, leaseMs);
-    const client = await this.pool.connect();
-    let rows: OutboxRow[];
-    try {
-      await client.query(CLAIM_PLAN);
-      const now = this.#clock.now();
-      rows = (await client.query(this.#sql.claim, [relayId, now, now + leaseMs, limit])).rows as OutboxRow[];
-      await client.query('COMMIT');
-    } catch (error) {
-      // A client whose transaction may still be open goes back to the pool discarded.
-      client.release(error instanceof Error ? error : true);
-      throw error;
-    }
-    client.release();
-    return rows.sort(byAppendOrder).map(claimedFromRow);
+    const now = this.#clock.now();
+    const { rows } = await this.pool.query(this.#sql.claim, [relayId, now, now + leaseMs, limit]);
+    return (rows as OutboxRow[]).sort(byAppendOrder).map(claimedFromRow);
   }
 
   async markPublished(relayId: string, ids: readonly string[]): Promise<void> {
@@ -429,7 +515,10 @@ export class PostgresOutboxStore implements OutboxStore {
     if (checked.aggregateType !== null) add((p) => `o.aggregate_type = ${p}`, checked.aggregateType);
     if (checked.aggregateId !== null) add((p) => `o.aggregate_id = ${p}`, checked.aggregateId);
     if (checked.published !== null) {
-      where.push(checked.published ? 'o.published_at IS NOT NULL' : 'o.published_at IS NULL');
+      // Unpublished events are found through the queue, which no index of the events' table covers.
+      where.push(
+        checked.published ? 'o.published_at IS NOT NULL' : `o.seq IN (SELECT seq FROM ${this.#pending})`,
+      );
     }
     values.push(checked.limit);
     const { rows } = await this.pool.query(
