@@ -135,7 +135,7 @@ function outboxNames(table: string, schema: string | undefined): OutboxNames {
  *   new version of a row stays on its page only while the page has room, and a relay marks every
  *   event of a page in one statement. With pages a quarter free, two thirds of a batch's marks
  *   moved their row to another page and added an entry to each of its indexes (12.5 µs an event,
- *   where a page half free takes 6). The price is room: the table takes about twice the space of
+ *   where a page half free takes 6–7.5). The price is room: the table takes about twice the space of
  *   its rows.
  * - **`<table>_pending`** holds the unpublished events: their `seq`, aggregate, creation time and
  *   the relay's state — when an event may next be tried, and which relay holds it until when. Every
