@@ -239,6 +239,136 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
       await h.dispose();
     });
 
+    it('queues an event made unpublished again by hand, and drops queue rows whose event went while the triggers were bypassed', async () => {
+      const h = await harness();
+      const store = h.store as ReturnType<typeof postgresOutbox>;
+      let appended = 0;
+      const append = (aggregateId: string) =>
+        h.transaction(
+          (client) => store.append(client, { type: 't', aggregateType: 'a', aggregateId, payload: {} }),
+          `business-${aggregateId}-${appended++}`,
+        );
+      const [first] = await append('1');
+      await store.markPublished(
+        'relay',
+        (await store.claim('relay', 10, 30_000)).map((event) => event.id),
+      );
+      await pool.query(`UPDATE "${store.table}" SET published_at = NULL WHERE id = $1`, [first?.id]);
+      expect((await store.claim('relay', 10, 30_000)).map((event) => event.id)).toEqual([first?.id]);
+      await store.markPublished('relay', [first?.id ?? '']);
+
+      // A session that fires no triggers, as a logical replica's or a restore's: the queue keeps
+      // a row for an event deleted and one for an event marked published.
+      const [gone] = await append('2');
+      const [skipped] = await append('3');
+      await append('2');
+      const [ready] = await append('4');
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await client.query("SET LOCAL session_replication_role = 'replica'");
+        await client.query(`DELETE FROM "${store.table}" WHERE id = $1`, [gone?.id]);
+        await client.query(`UPDATE "${store.table}" SET published_at = 1 WHERE id = $1`, [skipped?.id]);
+        await client.query('COMMIT');
+      } finally {
+        client.release();
+      }
+      expect(await store.gauges()).toMatchObject({ unpublished: 4 });
+      // The claim drops both rows instead of publishing them, and the aggregate behind the
+      // deleted event is not held back.
+      const claimed = await store.claim('relay', 10, 30_000);
+      expect(claimed.map((event) => event.aggregateId)).toEqual(['2', '4']);
+      expect(claimed[1]?.id).toBe(ready?.id);
+      expect(await store.gauges()).toMatchObject({ unpublished: 2 });
+      await h.dispose();
+    });
+
+    it('lets a role that may only append queue its events, and a relay role claim and mark through the grants ensureSchema mirrors', async () => {
+      const table = `${prefix}_roles`;
+      outboxes.push(table);
+      const writer = `${prefix}_writer`;
+      const relayRole = `${prefix}_relay`;
+      await pool.query(`DROP ROLE IF EXISTS ${writer}; DROP ROLE IF EXISTS ${relayRole};
+        CREATE ROLE ${writer}; CREATE ROLE ${relayRole}`);
+      try {
+        const owner = postgresOutbox({ pool, table });
+        await owner.ensureSchema();
+        await pool.query(`GRANT SELECT, UPDATE, DELETE ON "${table}" TO ${relayRole}`);
+        await owner.ensureSchema();
+        // Granted after the last ensureSchema, so not mirrored: the writer has no right on the queue.
+        await pool.query(`GRANT INSERT ON "${table}" TO ${writer}`);
+        const asRole = async (role: string) => {
+          const client = await pool.connect();
+          await client.query(`SET ROLE ${role}`);
+          return client;
+        };
+        const writing = await asRole(writer);
+        try {
+          await writing.query('BEGIN');
+          await owner.append(writing, { type: 't', aggregateType: 'a', aggregateId: '1', payload: {} });
+          await writing.query('COMMIT');
+          // The writer reaches the events only: the queue is the trigger's.
+          await expect(writing.query(`SELECT count(*) FROM "${table}_pending"`)).rejects.toThrow(
+            /permission denied/,
+          );
+        } finally {
+          await writing.query('RESET ROLE');
+          writing.release();
+        }
+        const relaying = await asRole(relayRole);
+        try {
+          const store = postgresOutbox({
+            pool: {
+              query: (text: string, values?: unknown[]) => relaying.query(text, values),
+              connect: () => pool.connect(),
+            },
+            table,
+          });
+          const claimed = await store.claim('relay', 10, 30_000);
+          expect(claimed.map((event) => event.aggregateId)).toEqual(['1']);
+          await store.markPublished('relay', [claimed[0]?.id ?? '']);
+          expect(await store.gauges()).toMatchObject({ unpublished: 0 });
+        } finally {
+          await relaying.query('RESET ROLE');
+          relaying.release();
+        }
+      } finally {
+        await dropPostgresOutbox(pool, table);
+        await pool.query(`DROP ROLE IF EXISTS ${writer}; DROP ROLE IF EXISTS ${relayRole}`);
+      }
+    });
+
+    it('lives in a schema of its own under mixed-case names, and refills a queue that was dropped', async () => {
+      const schema = `Keel_${prefix}`;
+      const table = 'Outbox_Events';
+      await pool.query(`CREATE SCHEMA "${schema}"`);
+      try {
+        const store = postgresOutbox({ pool, schema, table });
+        await store.ensureSchema();
+        await store.ensureSchema();
+        const client = await pool.connect();
+        try {
+          await client.query('BEGIN');
+          await store.append(client, [
+            { type: 't', aggregateType: 'a', aggregateId: '1', payload: {} },
+            { type: 't', aggregateType: 'a', aggregateId: '2', payload: {} },
+          ]);
+          await client.query('COMMIT');
+        } finally {
+          client.release();
+        }
+        const [first] = await store.claim('relay', 1, 30_000);
+        await store.markPublished('relay', [first?.id ?? '']);
+        await pool.query(`DROP TABLE "${schema}"."${table}_pending"`);
+        await store.ensureSchema();
+        const claimed = await store.claim('relay', 10, 30_000);
+        expect(claimed.map((event) => event.aggregateId)).toEqual(['2']);
+        await store.close();
+      } finally {
+        await pool.query(`DROP SCHEMA "${schema}" CASCADE`);
+      }
+    });
+
     it('marks a batch of neighbouring events published with HOT updates, which add no index entry', async () => {
       const h = await harness();
       const store = h.store as ReturnType<typeof postgresOutbox>;

@@ -103,14 +103,12 @@ const RECONNECT_MAX_MS = 5_000;
 const SELECT_COLUMNS = `o.seq, o.id, o.type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
   o.headers::text AS headers, o.created_at, o.published_at, o.attempts, o.last_error`;
 
-/** The names of the outbox table and of what keeps its pending table, as SQL text. */
+/** The names of the outbox's two tables as SQL text, qualified as the options give them. */
 interface OutboxNames {
   /** The events, quoted and qualified as given. */
   readonly events: string;
   /** The unpublished events' queue: `<table>_pending`. */
   readonly pending: string;
-  /** The trigger function that keeps the queue: `<table>_pending_sync`. */
-  readonly sync: string;
 }
 
 function outboxNames(table: string, schema: string | undefined): OutboxNames {
@@ -118,7 +116,6 @@ function outboxNames(table: string, schema: string | undefined): OutboxNames {
   return {
     events: qualify(table),
     pending: qualify(`${table}_pending`),
-    sync: qualify(`${table}_pending_sync`),
   };
 }
 
@@ -140,18 +137,26 @@ function outboxNames(table: string, schema: string | undefined): OutboxNames {
  * - **`<table>_pending`** holds the unpublished events: their `seq`, aggregate, creation time and
  *   the relay's state — when an event may next be tried, and which relay holds it until when. Every
  *   claim, lease and retry is a write to this narrow table, never a rewrite of the event, and its
- *   pages are left half free too, for the leases. Statement triggers on `<table>` keep it: an
- *   insert queues the new events (so appends by any writer, including earlier versions, are
- *   queued), and a delete or truncate removes theirs.
+ *   pages are left half free too, for the leases. Triggers on `<table>` keep it: an insert queues
+ *   the new events (so appends by any writer, including earlier versions, are queued), an update
+ *   that sets `published_at` back to null queues the event again, and a delete or truncate removes
+ *   theirs. Their function, `<table>_pending_sync()`, runs with its owner's rights and names the
+ *   queue with its schema, so a role that may only insert into `<table>` appends, whatever its
+ *   search path. Each run grants on the queue what is granted on `<table>`, for the relays' roles.
  *
- * On a table without the triggers — a new one, or one of an earlier version — it adds them, then
- * queues every unpublished event, with the retry times and leases an earlier version recorded on the
- * row. That takes the table's insert lock for a moment. Relays of an earlier version must be stopped
- * first: they would neither see the new leases nor dequeue what they publish, so an event could be
- * published again. Writers of an earlier version may go on appending. It also drops the indexes of
- * earlier versions: the unpublished-events index (the pending table replaces it), and the type,
- * publication-time and unpublished-aggregate ones. Dropping `<table>` drops its triggers only: the
- * outbox is gone with `<table>_pending` and the function `<table>_pending_sync()` as well.
+ * Writes that bypass triggers (`session_replication_role = replica`, a restore without triggers)
+ * can leave a queue row whose event is gone or published; a claim that meets one drops it. An event
+ * inserted that way is not queued.
+ *
+ * On a table without the insert trigger — a new one, or one of an earlier version — or when the
+ * queue is new, it adds what is missing, then queues every unpublished event, with the retry times
+ * and leases an earlier version recorded on the row. That reads every unpublished event while the
+ * table's inserts wait. Relays of an earlier version must be stopped first: they would neither see
+ * the new leases nor dequeue what they publish, so an event could be published again. Writers of an
+ * earlier version may go on appending. It also drops the indexes of earlier versions: the
+ * unpublished-events index (the queue replaces it), and the type, publication-time and
+ * unpublished-aggregate ones. Dropping `<table>` drops its triggers only: the outbox is gone with
+ * `<table>_pending` and `<table>_pending_sync()` as well.
  *
  * @example
  * await migrate.sql(postgresOutboxDdl({ table: 'outbox', schema: 'billing' }));
@@ -159,7 +164,7 @@ function outboxNames(table: string, schema: string | undefined): OutboxNames {
 export function postgresOutboxDdl(options: { table?: string; schema?: string } = {}): string {
   const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
   const schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
-  const { events, pending, sync } = outboxNames(table, schema);
+  const { events } = outboxNames(table, schema);
   const index = (suffix: string) =>
     schema === undefined ? `"${table}_${suffix}"` : `"${schema}"."${table}_${suffix}"`;
   const hasColumn = (column: string) =>
@@ -183,53 +188,100 @@ DROP INDEX IF EXISTS ${index('pending_idx')};
 DROP INDEX IF EXISTS ${index('pending_aggregate_idx')};
 DROP INDEX IF EXISTS ${index('type_idx')};
 DROP INDEX IF EXISTS ${index('published_idx')};
-CREATE TABLE IF NOT EXISTS ${pending} (
-  seq bigint PRIMARY KEY,
-  aggregate_type text NOT NULL,
-  aggregate_id text NOT NULL,
-  created_at bigint NOT NULL,
-  available_at bigint NOT NULL,
-  claimed_by text,
-  claimed_until bigint
-) WITH (fillfactor = 50);
-CREATE INDEX IF NOT EXISTS "${table}_pending_chain_idx" ON ${pending} (aggregate_type, aggregate_id, seq);
-CREATE OR REPLACE FUNCTION ${sync}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $keel_sync$
+DO $keel_outbox$
+DECLARE
+  events regclass := '${events}'::regclass;
+  -- The queue and its function live beside the events, wherever the search path put them; the
+  -- function names them qualified, so whoever fires it, with whatever search path, reaches them.
+  home text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = events);
+  pending text := format('%I.%I', home, '${table}_pending');
+  sync text := format('%I.%I', home, '${table}_pending_sync');
+  fresh boolean := to_regclass(pending) IS NULL;
+  missing boolean;
+  upgrading boolean := ${hasColumn('claimed_until')};
+  granted record;
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    INSERT INTO ${pending} (seq, aggregate_type, aggregate_id, created_at, available_at)
-    SELECT seq, aggregate_type, aggregate_id, created_at, created_at FROM keel_inserted
-    WHERE published_at IS NULL;
-  ELSIF TG_OP = 'DELETE' THEN
-    DELETE FROM ${pending} WHERE seq = ANY(ARRAY(SELECT seq FROM keel_deleted));
-  ELSE
-    TRUNCATE ${pending};
+  IF fresh THEN
+    EXECUTE format('CREATE TABLE %s (
+        seq bigint PRIMARY KEY,
+        aggregate_type text NOT NULL,
+        aggregate_id text NOT NULL,
+        created_at bigint NOT NULL,
+        available_at bigint NOT NULL,
+        claimed_by text,
+        claimed_until bigint
+      ) WITH (fillfactor = 50)', pending);
+    EXECUTE format('CREATE INDEX %I ON %s (aggregate_type, aggregate_id, seq)', '${table}_pending_chain_idx', pending);
   END IF;
-  RETURN NULL;
-END $keel_sync$;
-DO $keel_upgrade$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = '${events}'::regclass AND tgname = '${table}_pending_insert') THEN
-    CREATE TRIGGER "${table}_pending_insert" AFTER INSERT ON ${events}
-      REFERENCING NEW TABLE AS keel_inserted FOR EACH STATEMENT EXECUTE FUNCTION ${sync}();
-    CREATE TRIGGER "${table}_pending_delete" AFTER DELETE ON ${events}
-      REFERENCING OLD TABLE AS keel_deleted FOR EACH STATEMENT EXECUTE FUNCTION ${sync}();
-    CREATE TRIGGER "${table}_pending_truncate" AFTER TRUNCATE ON ${events}
-      FOR EACH STATEMENT EXECUTE FUNCTION ${sync}();
-    -- The triggers hold the table's insert lock from here to commit, so no append falls between
-    -- the queue's refill and the triggers. Rows left by a dropped table of the same name go first.
-    TRUNCATE ${pending};
-    ALTER TABLE ${events} SET (fillfactor = 50);
-    IF ${hasColumn('claimed_until')} THEN
-      INSERT INTO ${pending} (seq, aggregate_type, aggregate_id, created_at, available_at, claimed_by, claimed_until)
-      SELECT seq, aggregate_type, aggregate_id, created_at, available_at, claimed_by, claimed_until
-      FROM ${events} WHERE published_at IS NULL;
-      -- Appends of this version leave it out; those of earlier versions still set it.
-      ALTER TABLE ${events} ALTER COLUMN available_at DROP NOT NULL;
+  -- SECURITY DEFINER: a role that may append to the outbox queues its events without rights of its
+  -- own on the queue.
+  EXECUTE format($keel_function$CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $keel_sync$
+    BEGIN
+      IF TG_OP = 'INSERT' THEN
+        INSERT INTO %2$s (seq, aggregate_type, aggregate_id, created_at, available_at)
+        SELECT seq, aggregate_type, aggregate_id, created_at, created_at FROM keel_inserted
+        WHERE published_at IS NULL;
+      ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO %2$s (seq, aggregate_type, aggregate_id, created_at, available_at)
+        VALUES (NEW.seq, NEW.aggregate_type, NEW.aggregate_id, NEW.created_at, NEW.created_at)
+        ON CONFLICT (seq) DO NOTHING;
+      ELSIF TG_OP = 'DELETE' THEN
+        DELETE FROM %2$s WHERE seq = ANY(ARRAY(SELECT seq FROM keel_deleted));
+      ELSE
+        TRUNCATE %2$s;
+      END IF;
+      RETURN NULL;
+    END $keel_sync$$keel_function$, sync, pending);
+  missing := NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_insert');
+  IF missing THEN
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS keel_inserted
+      FOR EACH STATEMENT EXECUTE FUNCTION %s()', '${table}_pending_insert', events, sync);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_delete') THEN
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS keel_deleted
+      FOR EACH STATEMENT EXECUTE FUNCTION %s()', '${table}_pending_delete', events, sync);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_truncate') THEN
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+      '${table}_pending_truncate', events, sync);
+  END IF;
+  -- An event made unpublished again by hand is queued again. A mark sets published_at the other
+  -- way, so the condition, evaluated without calling the function, spares every mark a call.
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_requeue') THEN
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE OF published_at ON %s FOR EACH ROW
+      WHEN (OLD.published_at IS NOT NULL AND NEW.published_at IS NULL) EXECUTE FUNCTION %s()',
+      '${table}_pending_requeue', events, sync);
+  END IF;
+  -- A queue made anew, or events appended while no trigger queued them (a table of an earlier
+  -- version, or one made again under the same name): queue every unpublished event. The insert
+  -- trigger holds the table's insert lock from its creation to commit, so no append falls between.
+  IF fresh OR missing THEN
+    EXECUTE format('TRUNCATE %s', pending);
+    IF upgrading THEN
+      -- An earlier version recorded retry times and leases on the row; appends of this version
+      -- leave available_at out, those of earlier versions still set it.
+      EXECUTE format('INSERT INTO %s (seq, aggregate_type, aggregate_id, created_at, available_at, claimed_by, claimed_until)
+        SELECT seq, aggregate_type, aggregate_id, created_at, coalesce(available_at, created_at), claimed_by, claimed_until
+        FROM %s WHERE published_at IS NULL', pending, events);
+      EXECUTE format('ALTER TABLE %s ALTER COLUMN available_at DROP NOT NULL', events);
     ELSE
-      INSERT INTO ${pending} (seq, aggregate_type, aggregate_id, created_at, available_at)
-      SELECT seq, aggregate_type, aggregate_id, created_at, created_at FROM ${events} WHERE published_at IS NULL;
+      EXECUTE format('INSERT INTO %s (seq, aggregate_type, aggregate_id, created_at, available_at)
+        SELECT seq, aggregate_type, aggregate_id, created_at, created_at FROM %s WHERE published_at IS NULL',
+        pending, events);
     END IF;
+    EXECUTE format('ALTER TABLE %s SET (fillfactor = 50)', events);
   END IF;
-END $keel_upgrade$;
+  -- Whoever may read, write or delete the events may do the same to their queue: a relay's role
+  -- leases and dequeues there.
+  FOR granted IN
+    SELECT a.grantee, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a
+    WHERE c.oid = events AND a.grantee <> c.relowner
+  LOOP
+    EXECUTE format('GRANT %s ON %s TO %s', granted.privilege_type, pending,
+      CASE WHEN granted.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(granted.grantee)) END);
+  END LOOP;
+END $keel_outbox$;
 `;
 }
 
@@ -241,7 +293,13 @@ type StatementName =
   | 'unclaim'
   | 'requeue'
   | 'prune'
-  | 'gauges';
+  | 'gauges'
+  | 'dequeueStale';
+
+/** A claimed queue row with its event's columns, all null when the event is gone. */
+type QueuedRow = { readonly queued: string | number } & {
+  readonly [column in keyof OutboxRow]: OutboxRow[column] | null;
+};
 
 interface Listener {
   readonly client: PostgresListenClient;
@@ -375,7 +433,10 @@ export class PostgresOutboxStore implements OutboxStore {
           WHERE l.seq = ANY(ARRAY(SELECT seq FROM chain))
             AND (l.claimed_until IS NULL OR l.claimed_until <= $2)
           RETURNING l.seq)
-        SELECT ${SELECT_COLUMNS} FROM ${t} o WHERE o.seq = ANY(ARRAY(SELECT seq FROM leased))`,
+        SELECT l.seq AS queued, e.* FROM unnest(ARRAY(SELECT seq FROM leased)) AS l(seq)
+        LEFT JOIN LATERAL (SELECT ${SELECT_COLUMNS} FROM ${t} o WHERE o.seq = l.seq) e ON true`,
+      // Queue rows whose event is gone or published: left by writes that bypassed the triggers.
+      dequeueStale: `DELETE FROM ${q} WHERE seq = ANY($1::bigint[]) AND claimed_by = $2`,
       // Dequeued and marked in one statement, fenced by the lease: the mark is a HOT update.
       markPublished: `WITH dequeued AS (
           DELETE FROM ${q}
@@ -389,15 +450,12 @@ export class PostgresOutboxStore implements OutboxStore {
         UPDATE ${t} SET attempts = attempts + 1, last_error = $3 WHERE seq = (SELECT seq FROM released)`,
       unclaim: `UPDATE ${q} SET claimed_by = NULL, claimed_until = NULL
         WHERE seq = ANY(ARRAY(SELECT o.seq FROM ${t} o WHERE o.id = ANY($2::text[]))) AND claimed_by = $1`,
+      // The requeue trigger queues the events again.
       requeue: `WITH requeued AS (
           UPDATE ${t} SET published_at = NULL, attempts = 0, last_error = NULL
-          WHERE id = ANY($2::text[]) AND published_at IS NOT NULL
-          RETURNING seq, aggregate_type, aggregate_id, created_at),
-        queued AS (
-          INSERT INTO ${q} (seq, aggregate_type, aggregate_id, created_at, available_at)
-          SELECT seq, aggregate_type, aggregate_id, created_at, $1 FROM requeued
-          ON CONFLICT (seq) DO NOTHING)
-        SELECT (SELECT count(*) FROM requeued)::int AS requeued, pg_notify($3, '') AS notified`,
+          WHERE id = ANY($1::text[]) AND published_at IS NOT NULL
+          RETURNING 1)
+        SELECT (SELECT count(*) FROM requeued)::int AS requeued, pg_notify($2, '') AS notified`,
       // An event is published after it is appended, so every prunable event has `created_at` before
       // the cut-off too: the creation index bounds the scan to old events. The delete trigger
       // dequeues nothing here, as published events are not queued.
@@ -417,10 +475,11 @@ export class PostgresOutboxStore implements OutboxStore {
    * await postgresOutbox({ pool }).ensureSchema();
    */
   async ensureSchema(): Promise<void> {
-    const lockName = this.schema === undefined ? this.table : `${this.schema}.${this.table}`;
+    // Keyed by the schema the tables land in, however the options spell it.
+    const schema = this.schema === undefined ? 'current_schema()' : `'${this.schema}'`;
     // One simple query: its statements run as one transaction, which holds the lock to the end.
     await this.pool.query(
-      `SELECT pg_advisory_xact_lock(hashtext('keel_outbox_ddl:${lockName}'));
+      `SELECT pg_advisory_xact_lock(hashtext('keel_outbox_ddl:' || ${schema} || '.${this.table}'));
 ${this.ddl}`,
     );
   }
@@ -480,7 +539,17 @@ ${this.ddl}`,
     checkClaim(relayId, limit, leaseMs);
     const now = this.#clock.now();
     const { rows } = await this.pool.query(this.#sql.claim, [relayId, now, now + leaseMs, limit]);
-    return (rows as OutboxRow[]).sort(byAppendOrder).map(claimedFromRow);
+    const claimed: OutboxRow[] = [];
+    let stale: string[] | undefined;
+    for (const row of rows as QueuedRow[]) {
+      if (row.id !== null && row.published_at === null) claimed.push(row as OutboxRow);
+      else (stale ??= []).push(String(row.queued));
+    }
+    // An event deleted, or marked published, while the triggers were bypassed (a replica's
+    // session, a restore without triggers) left its queue row, which would hold its aggregate's
+    // later events back at every lease.
+    if (stale !== undefined) await this.pool.query(this.#sql.dequeueStale, [stale, relayId]);
+    return claimed.sort(byAppendOrder).map(claimedFromRow);
   }
 
   async markPublished(relayId: string, ids: readonly string[]): Promise<void> {
@@ -531,7 +600,7 @@ ${this.ddl}`,
 
   async requeue(ids: readonly string[]): Promise<number> {
     if (checkIds(ids).length === 0) return 0;
-    const { rows } = await this.pool.query(this.#sql.requeue, [this.#clock.now(), ids, this.channel]);
+    const { rows } = await this.pool.query(this.#sql.requeue, [ids, this.channel]);
     return Number((rows[0] as { requeued: number | string }).requeued);
   }
 
