@@ -369,6 +369,59 @@ describeWithService('DATABASE_URL', 'PostgreSQL', (url) => {
       }
     });
 
+    it('vacuums the queue after every vacuumEvery events marked published, beside the relay', async () => {
+      const table = `${prefix}_vacuum`;
+      outboxes.push(table);
+      const store = postgresOutbox({ pool, table, vacuumEvery: 100 });
+      await store.ensureSchema();
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await store.append(
+          client,
+          Array.from({ length: 250 }, (_, i) => ({
+            type: 't',
+            aggregateType: 'a',
+            aggregateId: `${i}`,
+            payload: {},
+          })),
+        );
+        await client.query('COMMIT');
+      } finally {
+        client.release();
+      }
+      // 250 marked in batches of 50: a vacuum after the second batch and after the fourth. Each
+      // runs beside the marks; the test waits for it before the next batch.
+      for (let batch = 1; batch <= 5; batch++) {
+        const claimed = await store.claim('relay', 50, 30_000);
+        await store.markPublished(
+          'relay',
+          claimed.map((event) => event.id),
+        );
+        const expected = Math.floor(batch / 2);
+        for (let wait = 0; wait < 100 && store.queueMaintenance().vacuums < expected; wait++) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        expect(store.queueMaintenance()).toMatchObject({ vacuums: expected, failures: 0 });
+      }
+      await store.close();
+      const vacuumed = async () => {
+        const { rows } = await pool.query(
+          'SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relname = $1',
+          [`${table}_pending`],
+        );
+        return (rows[0] as { n: number }).n;
+      };
+      let count = await vacuumed();
+      for (let wait = 0; wait < 50 && count < 2; wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        count = await vacuumed();
+      }
+      expect(count).toBe(2);
+      expect(() => postgresOutbox({ pool, table, vacuumEvery: -1 })).toThrow(/vacuumEvery/);
+      expect(postgresOutbox({ pool, table, vacuumEvery: 0 }).queueMaintenance().vacuums).toBe(0);
+    });
+
     it('marks a batch of neighbouring events published with HOT updates, which add no index entry', async () => {
       const h = await harness();
       const store = h.store as ReturnType<typeof postgresOutbox>;
