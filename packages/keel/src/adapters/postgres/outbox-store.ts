@@ -95,8 +95,9 @@ export interface PostgresOutboxOptions {
    * never with `0`. A relay that drains a backlog deletes as many rows from the queue; until a
    * VACUUM removes them, every claim walks past their index entries, and autovacuum visits a table
    * at most once a minute (`autovacuum_naptime`): in the outbox benchmark, 170,000 dead rows were
-   * still there when its lag phase began. The VACUUM runs beside the relay on a connection of the pool, skips the table while
-   * another holds a conflicting lock, and is skipped with a warning when the role does not own it.
+   * still there when its lag phase began. The VACUUM runs beside the relay on a connection of the
+   * pool, skips the table while another holds a conflicting lock, and is skipped with a warning
+   * when the role does not own it.
    * @default 20_000
    */
   vacuumEvery?: number;
@@ -210,6 +211,7 @@ DECLARE
   fresh boolean := to_regclass(pending) IS NULL;
   missing boolean;
   upgrading boolean := ${hasColumn('claimed_until')};
+  trigger record;
   granted record;
 BEGIN
   IF fresh THEN
@@ -245,25 +247,23 @@ BEGIN
       RETURN NULL;
     END $keel_sync$$keel_function$, sync, pending);
   missing := NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_insert');
-  IF missing THEN
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS keel_inserted
-      FOR EACH STATEMENT EXECUTE FUNCTION %s()', '${table}_pending_insert', events, sync);
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_delete') THEN
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS keel_deleted
-      FOR EACH STATEMENT EXECUTE FUNCTION %s()', '${table}_pending_delete', events, sync);
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_truncate') THEN
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
-      '${table}_pending_truncate', events, sync);
-  END IF;
-  -- An event made unpublished again by hand is queued again. A mark sets published_at the other
-  -- way, so the condition, evaluated without calling the function, spares every mark a call.
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_requeue') THEN
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE OF published_at ON %s FOR EACH ROW
-      WHEN (OLD.published_at IS NOT NULL AND NEW.published_at IS NULL) EXECUTE FUNCTION %s()',
-      '${table}_pending_requeue', events, sync);
-  END IF;
+  -- The insert and delete triggers see their rows as transition tables, one statement at a time.
+  -- An event made unpublished again by hand is queued again; a mark sets published_at the other
+  -- way, and the condition, evaluated without calling the function, spares every mark a call.
+  FOR trigger IN
+    SELECT * FROM (VALUES
+      ('insert', 'INSERT', 'REFERENCING NEW TABLE AS keel_inserted FOR EACH STATEMENT'),
+      ('delete', 'DELETE', 'REFERENCING OLD TABLE AS keel_deleted FOR EACH STATEMENT'),
+      ('truncate', 'TRUNCATE', 'FOR EACH STATEMENT'),
+      ('requeue', 'UPDATE OF published_at',
+        'FOR EACH ROW WHEN (OLD.published_at IS NOT NULL AND NEW.published_at IS NULL)')
+    ) AS t(suffix, event, fires)
+  LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = events AND tgname = '${table}_pending_' || trigger.suffix) THEN
+      EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s EXECUTE FUNCTION %s()',
+        '${table}_pending_' || trigger.suffix, trigger.event, events, trigger.fires, sync);
+    END IF;
+  END LOOP;
   -- A queue made anew, or events appended while no trigger queued them (a table of an earlier
   -- version, or one made again under the same name): queue every unpublished event. The insert
   -- trigger holds the table's insert lock from its creation to commit, so no append falls between.
