@@ -559,15 +559,15 @@ ${this.ddl}`,
     const now = this.#clock.now();
     const { rows } = await this.pool.query(this.#sql.claim, [relayId, now, now + leaseMs, limit]);
     const claimed: OutboxRow[] = [];
-    let stale: string[] | undefined;
+    const stale: string[] = [];
     for (const row of rows as QueuedRow[]) {
       if (row.id !== null && row.published_at === null) claimed.push(row as OutboxRow);
-      else (stale ??= []).push(String(row.queued));
+      else stale.push(String(row.queued));
     }
     // An event deleted, or marked published, while the triggers were bypassed (a replica's
     // session, a restore without triggers) left its queue row, which would hold its aggregate's
     // later events back at every lease.
-    if (stale !== undefined) await this.pool.query(this.#sql.dequeueStale, [stale, relayId]);
+    if (stale.length > 0) await this.pool.query(this.#sql.dequeueStale, [stale, relayId]);
     return claimed.sort(byAppendOrder).map(claimedFromRow);
   }
 
