@@ -213,6 +213,16 @@ export class OutboxRelay {
   #nextPruneAt = 0;
   #storeErrors = 0;
   #wakeErrors = 0;
+  /**
+   * The marks of published batches, one after another; never rejects. The loop claims and
+   * publishes the next batch while a mark is under way (see `#publishBatch`).
+   */
+  #marks: Promise<void> = Promise.resolve();
+  /** A mark of the loop's failed since the loop last paused for one. */
+  #markFailed = false;
+  /** The loop's marks begun and settled so far. */
+  #marksBegun = 0;
+  #marksSettled = 0;
 
   constructor(options: OutboxRelayOptions) {
     const store = options?.store;
@@ -306,6 +316,7 @@ export class OutboxRelay {
     this.#lifetime.abort();
     this.#nudge?.();
     await running;
+    await this.#marks;
     try {
       await this.store.relinquish?.(this.relayId);
     } catch (error) {
@@ -376,14 +387,24 @@ export class OutboxRelay {
   async #runBatch(): Promise<RelayBatchResult> {
     const claimedAt = this.#clock.now();
     const claimed = await this.store.claim(this.relayId, this.#batchSize, this.#leaseMs);
-    return this.#publishBatch(claimed, claimedAt);
+    return this.#publishBatch(claimed, claimedAt, false);
   }
 
   /**
    * Publishes a claimed batch: the aggregates' chains run on at most `concurrency` workers, each
-   * chain in order; then marks what the broker confirmed and releases the rest.
+   * chain in order; then marks what the broker confirmed and releases the rest. With
+   * `markBehind`, the loop's way, it settles once the batch is published and the mark before it
+   * has settled, and leaves its own mark under way: the next claim and publishes go on beside it.
+   * The mark's events stay leased meanwhile, so no claim takes them or what follows them in their
+   * aggregates, and at most one mark is under way, so the leases do not run out behind a queue of
+   * marks. A failed mark is reported, and the loop pauses at its next batch. Without it (`runOnce`),
+   * it settles with its mark and rejects with its failure.
    */
-  async #publishBatch(claimed: readonly ClaimedOutboxEvent[], claimedAt: number): Promise<RelayBatchResult> {
+  async #publishBatch(
+    claimed: readonly ClaimedOutboxEvent[],
+    claimedAt: number,
+    markBehind: boolean,
+  ): Promise<RelayBatchResult> {
     const count = claimed.length;
     if (count === 0) return { claimed: 0, published: 0, failed: 0, deferred: 0 };
     const deadline = claimedAt + this.#leaseMs * LEASE_USABLE_FRACTION;
@@ -470,6 +491,35 @@ export class OutboxRelay {
     const workers: Promise<void>[] = [];
     for (let i = Math.min(this.#concurrency, heads.length); i > 0; i--) workers.push(worker());
     await Promise.all(workers);
+    const result = {
+      claimed: claimed.length,
+      published: published.length,
+      failed,
+      deferred: deferred.length,
+    };
+    const previous = this.#marks;
+    const mark = previous.then(() => this.#markBatch(published, deferred));
+    if (!markBehind) {
+      this.#marks = mark.then(ignore, ignore);
+      await mark;
+      return result;
+    }
+    this.#marksBegun++;
+    this.#marks = mark.then(
+      () => {
+        this.#marksSettled++;
+      },
+      (error: unknown) => {
+        this.#marksSettled++;
+        this.#report(error);
+        this.#markFailed = true;
+      },
+    );
+    await previous;
+    return result;
+  }
+
+  async #markBatch(published: readonly string[], deferred: readonly string[]): Promise<void> {
     try {
       await this.store.markPublished(this.relayId, published);
     } finally {
@@ -477,7 +527,6 @@ export class OutboxRelay {
         await this.store.unclaim(this.relayId, deferred).catch((error: unknown) => this.#report(error));
       }
     }
-    return { claimed: claimed.length, published: published.length, failed, deferred: deferred.length };
   }
 
   /**
@@ -485,14 +534,16 @@ export class OutboxRelay {
    * claimed and starts publishing, so the store's round trips overlap the broker's: the claim
    * skips every aggregate the batch in flight holds (its events are leased), so per-aggregate
    * order holds. A short batch keeps the pipeline going while appends are reported (and once more
-   * after a batch that overlapped a claim, for the events it held back); otherwise it ends it. At
-   * most two batches are in flight, and the relay sleeps once the last has settled.
+   * after a batch or a mark that overlapped a claim, for the events it held back); otherwise it
+   * ends it. At most two batches are in flight, and one mark behind them; the relay sleeps once the
+   * last has settled.
    */
   async #loop(): Promise<void> {
     const signal = this.#lifetime.signal;
     let storeFailures = 0;
     let brokerFailures = 0;
     let inFlight: Promise<RelayBatchResult> | undefined;
+    let marksSettledAtClaim = 0;
     /** Settles the batch in flight: the pause it calls for (0: none), and how many it claimed. */
     const settle = async (): Promise<{ pauseMs: number; full: boolean; claimed: number }> => {
       const batch = inFlight;
@@ -501,12 +552,19 @@ export class OutboxRelay {
       let result: RelayBatchResult;
       try {
         result = await batch;
-        storeFailures = 0;
       } catch (error) {
         this.#report(error);
         storeFailures++;
         return { pauseMs: this.#delay(storeFailures), full: false, claimed: 0 };
       }
+      if (this.#markFailed) {
+        // Reported when it failed. The store is likely down, as when a claim fails: the pauses
+        // grow alike while marks keep failing.
+        this.#markFailed = false;
+        storeFailures++;
+        return { pauseMs: this.#delay(storeFailures), full: false, claimed: result.claimed };
+      }
+      storeFailures = 0;
       if (result.failed > 0 && result.published === 0) {
         // The broker refused everything: pause as a whole, not only per event.
         brokerFailures++;
@@ -532,6 +590,7 @@ export class OutboxRelay {
         // Waits for a `runOnce()` in progress, so the two never claim side by side.
         await this.#runOnceTail;
         claimedAt = this.#clock.now();
+        marksSettledAtClaim = this.#marksSettled;
         claimed = await this.store.claim(this.relayId, this.#batchSize, this.#leaseMs);
       } catch (error) {
         this.#report(error);
@@ -541,7 +600,7 @@ export class OutboxRelay {
         await this.#sleep(this.#delay(storeFailures), false);
         continue;
       }
-      const batch = this.#publishBatch(claimed, claimedAt);
+      const batch = this.#publishBatch(claimed, claimedAt, true);
       // Keeps `runOnce()` behind this batch, as it would be behind a serial one.
       this.#batchTail = batch.catch(() => undefined);
       const previous = await settle();
@@ -567,6 +626,12 @@ export class OutboxRelay {
         continue;
       }
       if (current.full) continue;
+      // A mark under way during the last claim, or begun since, held its aggregates' later events
+      // back from it: once it has landed, claim once more rather than sleep on them.
+      if (this.#marksBegun !== marksSettledAtClaim) {
+        await this.#marks;
+        continue;
+      }
       await this.#sleep(this.#pollIntervalMs, true);
     }
     await settle();
@@ -694,3 +759,5 @@ export class OutboxRelay {
 export function outboxRelay(options: OutboxRelayOptions): OutboxRelay {
   return new OutboxRelay(options);
 }
+
+function ignore(): void {}

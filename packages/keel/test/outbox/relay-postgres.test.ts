@@ -1,4 +1,10 @@
-import { type OutboxEvent, outboxRelay, type Transport } from 'keel/outbox';
+import {
+  inProcessTransport,
+  type OutboxEvent,
+  type OutboxStore,
+  outboxRelay,
+  type Transport,
+} from 'keel/outbox';
 import { postgresOutbox } from 'keel/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -52,6 +58,49 @@ describeWithService('DATABASE_URL', 'PostgreSQL relays', (url) => {
     }
     return store;
   }
+
+  it('reports a failed mark once, pauses, and publishes the batch again once its lease has run out', async () => {
+    const outbox = await outboxWith(`${prefix}_lostmark`, 3, 1);
+    const transport = inProcessTransport();
+    const received: string[] = [];
+    await transport.subscribe({ group: 'g' }, async (delivery) => {
+      received.push(delivery.event.aggregateId);
+      await delivery.ack();
+    });
+    let marks = 0;
+    // The store as it is, but its first mark is lost before it reaches Postgres.
+    const store: OutboxStore = new Proxy(outbox, {
+      get(target, key) {
+        if (key === 'markPublished') {
+          return async (relayId: string, ids: readonly string[]) => {
+            if (++marks === 1) throw new Error('mark lost');
+            await target.markPublished(relayId, ids);
+          };
+        }
+        const value = Reflect.get(target, key);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const errors: unknown[] = [];
+    const relay = outboxRelay({
+      store,
+      transport,
+      leaseMs: 300,
+      pollIntervalMs: 20,
+      onError: (e) => errors.push(e),
+    });
+    relay.start();
+    for (let wait = 0; wait < 200 && (await outbox.gauges()).unpublished > 0; wait++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await relay.stop();
+    expect((await outbox.gauges()).unpublished).toBe(0);
+    expect(errors.map(String)).toEqual(['Error: mark lost']);
+    expect(relay.stats().storeErrors).toBe(1);
+    // At least once: the batch whose mark was lost went out again.
+    expect(received.sort()).toEqual(['o0', 'o0', 'o1', 'o1', 'o2', 'o2']);
+    await transport.close();
+  });
 
   it('two relays on one table never hold one aggregate at once and keep its order', async () => {
     const store = await outboxWith(`${prefix}_two`, 6, 25);

@@ -28,7 +28,92 @@ function setup(transportOptions: InProcessTransportOptions = {}) {
   return { db, outbox, transport, received, arrived, append };
 }
 
+/** `outbox` with some of its methods replaced, the rest called on it. */
+function overriding(outbox: OutboxStore, overrides: Partial<OutboxStore>): OutboxStore {
+  return new Proxy(outbox, {
+    get(target, key) {
+      const replaced = (overrides as Record<PropertyKey, unknown>)[key];
+      if (replaced !== undefined) return replaced;
+      const value = Reflect.get(target, key);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let wait = 0; wait < 400; wait++) {
+    if (await condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 describe('outbox relay over sqlite and the in-process transport', () => {
+  it('claims and publishes the next batch while the mark of the one before is under way, and stop() waits for the last mark', async () => {
+    const { outbox, transport, received, arrived, append } = setup();
+    await transport.subscribe({ group: 'g', prefetch: 1_000 }, async (delivery) => {
+      received.push(delivery.event);
+      await delivery.ack();
+    });
+    for (let n = 0; n < 30; n++) await append(`agg-${n}`, n);
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let marks = 0;
+    let marking = false;
+    let claimsDuringMark = 0;
+    const store = overriding(outbox, {
+      claim: (relayId, limit, leaseMs) => {
+        if (marking) claimsDuringMark++;
+        return outbox.claim(relayId, limit, leaseMs);
+      },
+      markPublished: async (relayId, ids) => {
+        marks++;
+        marking = true;
+        // The first mark waits for the test; the others take a while, as a remote store's do.
+        await (marks === 1 ? gate : new Promise((resolve) => setTimeout(resolve, 30)));
+        await outbox.markPublished(relayId, ids);
+        marking = false;
+      },
+    });
+    const relay = outboxRelay({ store, transport, batchSize: 10 });
+    relay.start();
+    await until(
+      () => claimsDuringMark > 0 && received.length >= 20,
+      'a claim and publishes beside the first mark',
+    );
+    release();
+    await arrived(30);
+    await relay.stop();
+    // Every mark landed before stop() returned.
+    expect(await relay.gauges()).toEqual({ unpublished: 0, oldestUnpublishedAgeMs: 0 });
+    expect(received).toHaveLength(30);
+  });
+
+  it('claims again once a mark lands, for the later events of its aggregates it held back, without waiting for the poll', async () => {
+    const { outbox, transport, received, arrived, append } = setup();
+    await transport.subscribe({ group: 'g' }, async (delivery) => {
+      received.push(delivery.event);
+      await delivery.ack();
+    });
+    for (let n = 0; n < 3; n++) await append('a', n);
+    const store = overriding(outbox, {
+      // No wake-up from appends: only the relay's own loop can find the held-back events.
+      appended: (signal) =>
+        new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true })),
+      markPublished: async (relayId, ids) => {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await outbox.markPublished(relayId, ids);
+      },
+    });
+    const relay = outboxRelay({ store, transport, batchSize: 1, pollIntervalMs: 60_000 });
+    relay.start();
+    await arrived(3);
+    await relay.stop();
+    expect(received.map((event) => (event.payload as { n: number }).n)).toEqual([0, 1, 2]);
+  });
+
   it('publishes each aggregate in append order while aggregates run concurrently', async () => {
     const { outbox, transport, received, arrived, append } = setup();
     await transport.subscribe({ group: 'g' }, async (delivery) => {
