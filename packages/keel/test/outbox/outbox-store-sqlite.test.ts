@@ -5,7 +5,8 @@ import { DatabaseSync } from 'node:sqlite';
 import { inProcessTransport, OutboxTransactionError, OutboxWriteThreadError, outboxRelay } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
-import { anonymousParametersOnly, overriding, withoutArrayRows } from '../support/sqlite-driver-variants.ts';
+import { overriding } from '../support/overriding.ts';
+import { anonymousParametersOnly, withoutArrayRows } from '../support/sqlite-driver-variants.ts';
 import { runFixture } from './fixture-process.ts';
 import { manualClock, type OutboxHarness, outboxStoreConformance } from './outbox-store-conformance.ts';
 

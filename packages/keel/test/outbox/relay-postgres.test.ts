@@ -1,13 +1,8 @@
-import {
-  inProcessTransport,
-  type OutboxEvent,
-  type OutboxStore,
-  outboxRelay,
-  type Transport,
-} from 'keel/outbox';
+import { inProcessTransport, type OutboxEvent, outboxRelay, type Transport } from 'keel/outbox';
 import { postgresOutbox } from 'keel/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { overriding } from '../support/overriding.ts';
 import { dropPostgresOutbox } from '../support/postgres-outbox-tables.ts';
 import { describeWithService } from '../support/services.ts';
 import { type FixtureExit, runFixture } from './fixture-process.ts';
@@ -69,16 +64,10 @@ describeWithService('DATABASE_URL', 'PostgreSQL relays', (url) => {
     });
     let marks = 0;
     // The store as it is, but its first mark is lost before it reaches Postgres.
-    const store: OutboxStore = new Proxy(outbox, {
-      get(target, key) {
-        if (key === 'markPublished') {
-          return async (relayId: string, ids: readonly string[]) => {
-            if (++marks === 1) throw new Error('mark lost');
-            await target.markPublished(relayId, ids);
-          };
-        }
-        const value = Reflect.get(target, key);
-        return typeof value === 'function' ? value.bind(target) : value;
+    const store = overriding(outbox, {
+      markPublished: async (relayId, ids) => {
+        if (++marks === 1) throw new Error('mark lost');
+        await outbox.markPublished(relayId, ids);
       },
     });
     const errors: unknown[] = [];

@@ -9,6 +9,7 @@ import {
 } from 'keel/outbox';
 import { sqliteOutbox } from 'keel/sqlite';
 import { describe, expect, it } from 'vitest';
+import { overriding } from '../support/overriding.ts';
 
 function setup(transportOptions: InProcessTransportOptions = {}) {
   const db = new DatabaseSync(':memory:');
@@ -26,18 +27,6 @@ function setup(transportOptions: InProcessTransportOptions = {}) {
     db.exec('COMMIT');
   };
   return { db, outbox, transport, received, arrived, append };
-}
-
-/** `outbox` with some of its methods replaced, the rest called on it. */
-function overriding(outbox: OutboxStore, overrides: Partial<OutboxStore>): OutboxStore {
-  return new Proxy(outbox, {
-    get(target, key) {
-      const replaced = (overrides as Record<PropertyKey, unknown>)[key];
-      if (replaced !== undefined) return replaced;
-      const value = Reflect.get(target, key);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
 }
 
 async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
@@ -383,12 +372,8 @@ describe('outbox relay over sqlite and the in-process transport', () => {
   it('stops all the same when giving up the lease fails, and reports the failure', async () => {
     const { outbox, transport } = setup();
     const errors: unknown[] = [];
-    const failing = new Proxy(outbox, {
-      get(target, name) {
-        if (name === 'relinquish') return async () => Promise.reject(new Error('disk I/O error'));
-        const value = Reflect.get(target, name, target);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
+    const failing = overriding(outbox, {
+      relinquish: async () => Promise.reject(new Error('disk I/O error')),
     });
     const relay = outboxRelay({ store: failing, transport, onError: (error) => errors.push(error) });
     relay.start();

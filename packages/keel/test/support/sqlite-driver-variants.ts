@@ -4,23 +4,7 @@
  * build, so its tests run the stores through the differences that matter to them.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-
-/**
- * `db` with the properties in `replaced` read from there instead; every other property reads
- * through to `db`, its methods bound to it.
- *
- * @example
- * const withoutLocation = overriding(db, { location: undefined });
- */
-export function overriding(db: DatabaseSync, replaced: Readonly<Record<string, unknown>>): DatabaseSync {
-  return new Proxy(db, {
-    get(target, property) {
-      if (typeof property === 'string' && Object.hasOwn(replaced, property)) return replaced[property];
-      const value = Reflect.get(target, property, target);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
-}
+import { overriding } from './overriding.ts';
 
 /** A numbered parameter: `?` and digits. The stores' SQL holds no `?` inside string literals. */
 const NUMBERED = /\?\d/;
@@ -41,13 +25,7 @@ export function anonymousParametersOnly(db: DatabaseSync): DatabaseSync {
       const refuse = () => {
         throw new RangeError(`Too many parameter values were provided (numbered parameters in: ${sql})`);
       };
-      return new Proxy(statement, {
-        get(inner, name) {
-          if (name === 'run' || name === 'get' || name === 'all' || name === 'iterate') return refuse;
-          const value = Reflect.get(inner, name, inner);
-          return typeof value === 'function' ? value.bind(inner) : value;
-        },
-      }) as StatementSync;
+      return overriding(statement, { run: refuse, get: refuse, all: refuse, iterate: refuse });
     },
   });
 }
@@ -57,11 +35,12 @@ export function withoutArrayRows(db: DatabaseSync): DatabaseSync {
   return overriding(db, {
     prepare: (sql: string) => {
       const statement = db.prepare(sql);
+      // Only what such a driver's statements have: the stores must not reach for the rest.
       return {
         run: (...values: never[]) => statement.run(...values),
         get: (...values: never[]) => statement.get(...values),
         all: (...values: never[]) => statement.all(...values),
-      };
+      } as unknown as StatementSync;
     },
   });
 }
