@@ -23,9 +23,13 @@ export function makeEvent(type: string, aggregateId = 'a-1', sequence = 0): Outb
 }
 
 /** Resolves once `check()` is true; fails naming `what` if it is not within `limitMs`. */
-export async function waitFor(check: () => boolean, what: string, limitMs = 8_000): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  limitMs = 8_000,
+): Promise<void> {
   const until = Date.now() + limitMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }

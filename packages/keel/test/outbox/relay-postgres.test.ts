@@ -5,6 +5,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { overriding } from '../support/overriding.ts';
 import { dropPostgresOutbox } from '../support/postgres-outbox-tables.ts';
 import { describeWithService } from '../support/services.ts';
+import { waitFor } from './broker-test-kit.ts';
 import { type FixtureExit, runFixture } from './fixture-process.ts';
 
 function runWorker(args: string[]): Promise<FixtureExit> {
@@ -79,11 +80,8 @@ describeWithService('DATABASE_URL', 'PostgreSQL relays', (url) => {
       onError: (e) => errors.push(e),
     });
     relay.start();
-    for (let wait = 0; wait < 200 && (await outbox.gauges()).unpublished > 0; wait++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await waitFor(async () => (await outbox.gauges()).unpublished === 0, 'every event marked');
     await relay.stop();
-    expect((await outbox.gauges()).unpublished).toBe(0);
     expect(errors.map(String)).toEqual(['Error: mark lost']);
     expect(relay.stats().storeErrors).toBe(1);
     // At least once: the batch whose mark was lost went out again.

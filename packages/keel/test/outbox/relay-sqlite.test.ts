@@ -10,6 +10,7 @@ import {
 import { sqliteOutbox } from 'keel/sqlite';
 import { describe, expect, it } from 'vitest';
 import { overriding } from '../support/overriding.ts';
+import { waitFor } from './broker-test-kit.ts';
 
 function setup(transportOptions: InProcessTransportOptions = {}) {
   const db = new DatabaseSync(':memory:');
@@ -27,14 +28,6 @@ function setup(transportOptions: InProcessTransportOptions = {}) {
     db.exec('COMMIT');
   };
   return { db, outbox, transport, received, arrived, append };
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let wait = 0; wait < 400; wait++) {
-    if (await condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('outbox relay over sqlite and the in-process transport', () => {
@@ -68,10 +61,11 @@ describe('outbox relay over sqlite and the in-process transport', () => {
     });
     const relay = outboxRelay({ store, transport, batchSize: 10 });
     relay.start();
-    await until(
-      () => claimsDuringMark > 0 && received.length >= 20,
-      'a claim and publishes beside the first mark',
-    );
+    // All three batches go out while the first mark waits: each batch waits only for the mark
+    // before its own, and publishes first.
+    await waitFor(() => received.length === 30, 'every batch published beside the first mark');
+    expect(claimsDuringMark).toBeGreaterThan(0);
+    expect(await outbox.gauges()).toMatchObject({ unpublished: 30 });
     release();
     await arrived(30);
     await relay.stop();
