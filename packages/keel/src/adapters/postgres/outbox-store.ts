@@ -115,20 +115,9 @@ const RECONNECT_MAX_MS = 5_000;
 const SELECT_COLUMNS = `o.seq, o.id, o.type, o.aggregate_type, o.aggregate_id, o.payload::text AS payload,
   o.headers::text AS headers, o.created_at, o.published_at, o.attempts, o.last_error`;
 
-/** The names of the outbox's two tables as SQL text, qualified as the options give them. */
-interface OutboxNames {
-  /** The events, quoted and qualified as given. */
-  readonly events: string;
-  /** The unpublished events' queue: `<table>_pending`. */
-  readonly pending: string;
-}
-
-function outboxNames(table: string, schema: string | undefined): OutboxNames {
-  const qualify = (name: string) => (schema === undefined ? `"${name}"` : `"${schema}"."${name}"`);
-  return {
-    events: qualify(table),
-    pending: qualify(`${table}_pending`),
-  };
+/** `name` quoted for SQL text, in `schema` when one is given. */
+function quotedName(schema: string | undefined, name: string): string {
+  return schema === undefined ? `"${name}"` : `"${schema}"."${name}"`;
 }
 
 /**
@@ -176,9 +165,8 @@ function outboxNames(table: string, schema: string | undefined): OutboxNames {
 export function postgresOutboxDdl(options: { table?: string; schema?: string } = {}): string {
   const table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
   const schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
-  const { events } = outboxNames(table, schema);
-  const index = (suffix: string) =>
-    schema === undefined ? `"${table}_${suffix}"` : `"${schema}"."${table}_${suffix}"`;
+  const events = quotedName(schema, table);
+  const index = (suffix: string) => quotedName(schema, `${table}_${suffix}`);
   const hasColumn = (column: string) =>
     `EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '${events}'::regclass AND attname = '${column}' AND NOT attisdropped)`;
   return `CREATE TABLE IF NOT EXISTS ${events} (
@@ -394,14 +382,15 @@ export class PostgresOutboxStore implements OutboxStore {
     this.table = checkSqlIdentifier('table', options.table ?? DEFAULTS.table, MAX_TABLE_LENGTH);
     this.schema = options.schema === undefined ? undefined : checkSqlIdentifier('schema', options.schema, 63);
     this.channel = checkSqlIdentifier('channel', options.channel ?? this.table, 63);
-    this.qualifiedName = this.schema === undefined ? `"${this.table}"` : `"${this.schema}"."${this.table}"`;
+    this.qualifiedName = quotedName(this.schema, this.table);
     this.ddl = postgresOutboxDdl(
       this.schema === undefined ? { table: this.table } : { table: this.table, schema: this.schema },
     );
     this.#clock = options.clock ?? wallClock;
     this.#vacuumEvery = checkInteger('vacuumEvery', options.vacuumEvery ?? DEFAULTS.vacuumEvery, 0);
     this.#telemetry = options.telemetry;
-    const { events: t, pending: q } = outboxNames(this.table, this.schema);
+    const t = this.qualifiedName;
+    const q = quotedName(this.schema, `${this.table}_pending`);
     this.#pending = q;
     // Every statement reaches rows of either table by `= ANY(ARRAY(subquery))`: an index lookup per
     // key, which is what a batch costs, where a join left to the planner could choose to read a
